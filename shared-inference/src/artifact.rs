@@ -1,0 +1,212 @@
+//! The model artifact: `manifest.json` plus burn-recorded weights in one version directory
+//! (`<repository>/<name>/<version>/`). This module defines the manifest and reads and checks an
+//! artifact; writing one (atomically) is the trainer's job.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use burn_core::module::Module;
+use burn_core::record::{FullPrecisionSettings, NamedMpkBytesRecorder, Recorder};
+use burn_core::tensor::backend::Backend;
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use crate::error::ArtifactError;
+use crate::model::{Mlp, MlpConfig};
+use crate::postprocess::TargetTransform;
+use crate::preprocess::{FittedColumn, Preprocessor};
+use crate::schema::{ColumnKind, Schema, Task};
+
+/// The manifest format this build reads and writes.
+pub const FORMAT_VERSION: u32 = 1;
+pub const MANIFEST_FILE: &str = "manifest.json";
+pub const WEIGHTS_FILE: &str = "weights.mpk";
+pub const ONNX_FILE: &str = "model.onnx";
+
+/// The recorder the weights are saved with: named MessagePack at full (f32) precision.
+pub type WeightsRecorder = NamedMpkBytesRecorder<FullPrecisionSettings>;
+
+/// Where the weights are and how to check them.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WeightsInfo {
+    pub file: String,
+    pub sha256: String,
+    pub recorder: String,
+}
+
+/// Everything known about how the model was made; informational, not needed to predict.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+pub struct Provenance {
+    /// The recipe as it was applied, overrides included.
+    pub config: serde_json::Value,
+    pub data_file: String,
+    pub data_sha256: String,
+    pub rows: BTreeMap<String, usize>,
+    pub seed: u64,
+    pub device: String,
+    pub epochs_run: usize,
+    pub best_epoch: usize,
+    pub crate_versions: BTreeMap<String, String>,
+    /// Seconds since the Unix epoch when training finished.
+    pub created_unix_seconds: u64,
+}
+
+/// `manifest.json`: what serving needs to rebuild and check the model, and what it was.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Manifest {
+    pub format_version: u32,
+    pub name: String,
+    pub version: u64,
+    pub schema: Schema,
+    pub preprocessing: Preprocessor,
+    pub network: MlpConfig,
+    /// Class names in output order; empty for regression.
+    pub labels: Vec<String>,
+    pub target_transform: TargetTransform,
+    /// Test-split metrics computed by the trainer's evaluation.
+    pub metrics: BTreeMap<String, f64>,
+    pub provenance: Provenance,
+    pub weights: WeightsInfo,
+}
+
+impl Manifest {
+    /// Parses a manifest and checks that its parts agree with each other.
+    pub fn from_json(bytes: &[u8]) -> Result<Self, ArtifactError> {
+        // Read the version first so that a future format gets a precise error, not a parse error.
+        #[derive(Deserialize)]
+        struct Version {
+            format_version: u32,
+        }
+        let version: Version = serde_json::from_slice(bytes)
+            .map_err(|e| ArtifactError::Manifest(format!("{e} (is this a manifest.json?)")))?;
+        if version.format_version != FORMAT_VERSION {
+            return Err(ArtifactError::UnsupportedFormat {
+                found: version.format_version,
+                supported: FORMAT_VERSION,
+            });
+        }
+        let manifest: Manifest =
+            serde_json::from_slice(bytes).map_err(|e| ArtifactError::Manifest(e.to_string()))?;
+        manifest.validate()?;
+        Ok(manifest)
+    }
+
+    fn validate(&self) -> Result<(), ArtifactError> {
+        let bad = |m: String| Err(ArtifactError::Manifest(m));
+        if self.schema.features.len() != self.preprocessing.columns.len() {
+            return bad(format!(
+                "schema has {} features but preprocessing has {} columns",
+                self.schema.features.len(),
+                self.preprocessing.columns.len()
+            ));
+        }
+        for (spec, fitted) in self.schema.features.iter().zip(&self.preprocessing.columns) {
+            let same_kind = matches!(
+                (spec.kind, fitted),
+                (ColumnKind::Numeric, FittedColumn::Numeric { .. })
+                    | (ColumnKind::Categorical, FittedColumn::Categorical { .. })
+            );
+            if spec.name != fitted.name() || !same_kind {
+                return bad(format!("schema column '{}' does not match preprocessing column '{}'", spec.name, fitted.name()));
+            }
+            if let FittedColumn::Categorical { categories, .. } = fitted
+                && categories.is_empty()
+            {
+                return bad(format!("categorical column '{}' has no categories", spec.name));
+            }
+        }
+        if self.preprocessing.n_features() != self.network.n_features {
+            return bad(format!(
+                "preprocessing yields {} features but the network expects {}",
+                self.preprocessing.n_features(),
+                self.network.n_features
+            ));
+        }
+        let expected_outputs = match self.schema.task {
+            Task::Regression => 1,
+            _ => self.labels.len(),
+        };
+        if self.network.n_outputs != expected_outputs || (self.schema.task.is_classification() && expected_outputs < 2) {
+            return bad(format!(
+                "task {} with {} labels does not fit a network with {} outputs",
+                self.schema.task.as_str(),
+                self.labels.len(),
+                self.network.n_outputs
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// A checked artifact: its manifest and the weights' bytes, verified against the checksum.
+#[derive(Debug, Clone)]
+pub struct Artifact {
+    pub manifest: Manifest,
+    weights: Vec<u8>,
+}
+
+impl Artifact {
+    /// Checks the manifest and the weights' checksum; reads nothing from disk.
+    pub fn from_parts(manifest_json: &[u8], weights: Vec<u8>) -> Result<Self, ArtifactError> {
+        let manifest = Manifest::from_json(manifest_json)?;
+        let actual = sha256_hex(&weights);
+        if actual != manifest.weights.sha256 {
+            return Err(ArtifactError::ChecksumMismatch { expected: manifest.weights.sha256.clone(), actual });
+        }
+        Ok(Self { manifest, weights })
+    }
+
+    /// Reads `manifest.json` and the weights file it names from a version directory.
+    pub fn read_dir(dir: &Path) -> Result<Self, ArtifactError> {
+        let read = |path: &Path| {
+            std::fs::read(path).map_err(|source| ArtifactError::Io { path: path.to_path_buf(), source })
+        };
+        let manifest_json = read(&dir.join(MANIFEST_FILE))?;
+        let manifest = Manifest::from_json(&manifest_json)?;
+        if manifest.weights.file.contains(['/', '\\']) {
+            return Err(ArtifactError::Manifest(format!("weights file '{}' must be a plain file name", manifest.weights.file)));
+        }
+        let weights = read(&dir.join(&manifest.weights.file))?;
+        Self::from_parts(&manifest_json, weights)
+    }
+
+    /// Rebuilds the network from the manifest and loads the weights into it.
+    pub fn model<B: Backend>(&self, device: &B::Device) -> Result<Mlp<B>, ArtifactError> {
+        let record = WeightsRecorder::default()
+            .load(self.weights.clone(), device)
+            .map_err(|e| ArtifactError::Weights(e.to_string()))?;
+        let model = self.manifest.network.init::<B>(device).load_record(record);
+        check_shapes(&model, &self.manifest.network)?;
+        Ok(model)
+    }
+}
+
+/// Serializes a model's weights the way [`Artifact::model`] reads them.
+pub fn record_weights<B: Backend>(model: Mlp<B>) -> Result<Vec<u8>, ArtifactError> {
+    WeightsRecorder::default()
+        .record(model.into_record(), ())
+        .map_err(|e| ArtifactError::Weights(e.to_string()))
+}
+
+fn check_shapes<B: Backend>(model: &Mlp<B>, config: &MlpConfig) -> Result<(), ArtifactError> {
+    let mut d_input = config.n_features;
+    let layers = model.hidden.iter().chain(std::iter::once(&model.output));
+    let widths = config.hidden_layers.iter().chain(std::iter::once(&config.n_outputs));
+    for (index, (layer, &d_output)) in layers.zip(widths).enumerate() {
+        let got = layer.weight.val().dims();
+        if got != [d_input, d_output] {
+            return Err(ArtifactError::Weights(format!(
+                "layer {index} has weights {got:?}, the manifest implies [{d_input}, {d_output}]"
+            )));
+        }
+        d_input = d_output;
+    }
+    Ok(())
+}
+
+/// Lower-case hex SHA-256 of `bytes`.
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    Sha256::digest(bytes).iter().map(|b| format!("{b:02x}")).collect()
+}

@@ -1,0 +1,60 @@
+//! The error types of the inference core. Each variant carries the facts a user needs to fix the
+//! problem (column, row, value, expected vs got); none of them formats HTTP or exit codes.
+
+use std::path::PathBuf;
+
+/// A problem with the records or columns handed to the predictor.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum InputError {
+    #[error("missing column '{column}': the model expects columns {expected:?}")]
+    MissingColumn { column: String, expected: Vec<String> },
+
+    #[error("unknown column '{column}': the model expects columns {expected:?}")]
+    UnknownColumn { column: String, expected: Vec<String> },
+
+    #[error("column '{column}' was given twice")]
+    DuplicateColumn { column: String },
+
+    #[error("column '{column}' has {got} rows but column '{first}' has {expected}")]
+    RowCountMismatch { column: String, first: String, expected: usize, got: usize },
+
+    #[error("column '{column}', row {row}: expected a number, got {got}")]
+    NotANumber { column: String, row: usize, got: String },
+
+    #[error("column '{column}', row {row}: expected text (a category), got {got}")]
+    NotText { column: String, row: usize, got: String },
+
+    #[error("column '{column}', row {row}: unknown category '{value}'; known categories: {known:?}")]
+    UnknownCategory { column: String, row: usize, value: String, known: Vec<String> },
+}
+
+impl InputError {
+    /// The zero-based row the error is about, when it is about one row.
+    pub fn row(&self) -> Option<usize> {
+        match self {
+            Self::NotANumber { row, .. }
+            | Self::NotText { row, .. }
+            | Self::UnknownCategory { row, .. } => Some(*row),
+            _ => None,
+        }
+    }
+}
+
+/// A problem reading or checking a model artifact.
+#[derive(Debug, thiserror::Error)]
+pub enum ArtifactError {
+    #[error("reading {path:?}: {source}")]
+    Io { path: PathBuf, source: std::io::Error },
+
+    #[error("manifest is not valid: {0}")]
+    Manifest(String),
+
+    #[error("artifact format version {found} is not supported (this build reads version {supported})")]
+    UnsupportedFormat { found: u32, supported: u32 },
+
+    #[error("weights checksum mismatch: manifest says sha256 {expected}, file has {actual}")]
+    ChecksumMismatch { expected: String, actual: String },
+
+    #[error("weights do not fit the network described in the manifest: {0}")]
+    Weights(String),
+}

@@ -1,0 +1,114 @@
+//! Postprocessing: network outputs to what a user reads. Regression outputs are mapped back to the
+//! target's original units; classification logits become probabilities (softmax, computed in f64
+//! here rather than on the backend, so every front end gets the same bits) and a label.
+
+use serde::{Deserialize, Serialize};
+
+/// How the regression target was transformed before training, undone at prediction time.
+/// Training fits `z = (t(y) - mean) / std` where `t` is the identity or `ln`.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum TargetTransform {
+    /// Classification: nothing to undo.
+    None,
+    Standardize { mean: f64, std: f64 },
+    LogStandardize { mean: f64, std: f64 },
+}
+
+impl TargetTransform {
+    /// Model output to original units.
+    pub fn inverse(&self, z: f32) -> f64 {
+        let z = f64::from(z);
+        match *self {
+            TargetTransform::None => z,
+            TargetTransform::Standardize { mean, std } => z * std + mean,
+            TargetTransform::LogStandardize { mean, std } => (z * std + mean).exp(),
+        }
+    }
+
+    /// Original units to the training scale.
+    pub fn forward(&self, y: f64) -> f64 {
+        match *self {
+            TargetTransform::None => y,
+            TargetTransform::Standardize { mean, std } => (y - mean) / std,
+            TargetTransform::LogStandardize { mean, std } => (y.ln() - mean) / std,
+        }
+    }
+}
+
+/// The predictions for a batch, row-major.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Predictions {
+    /// `values [n_rows]`, in the target's original units.
+    Regression { values: Vec<f32> },
+    /// `probabilities [n_rows, n_classes]` and the index of the most probable class per row.
+    Classification { probabilities: Vec<f32>, labels: Vec<usize>, n_classes: usize },
+}
+
+impl Predictions {
+    pub fn n_rows(&self) -> usize {
+        match self {
+            Predictions::Regression { values } => values.len(),
+            Predictions::Classification { labels, .. } => labels.len(),
+        }
+    }
+}
+
+/// `outputs [n_rows, 1]` -> `values [n_rows]` in original units.
+pub fn regression(outputs: &[f32], transform: &TargetTransform) -> Predictions {
+    let values = outputs.iter().map(|&z| transform.inverse(z) as f32).collect();
+    Predictions::Regression { values }
+}
+
+/// `logits [n_rows, n_classes]` -> probabilities (softmax) and labels (argmax, first on ties).
+pub fn classification(logits: &[f32], n_classes: usize) -> Predictions {
+    let n_rows = logits.len() / n_classes.max(1);
+    let mut probabilities = Vec::with_capacity(logits.len());
+    let mut labels = Vec::with_capacity(n_rows);
+    for row in logits.chunks_exact(n_classes) {
+        let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+        let exps: Vec<f64> = row.iter().map(|&l| f64::from(l - max).exp()).collect();
+        let sum: f64 = exps.iter().sum();
+        probabilities.extend(exps.iter().map(|e| (e / sum) as f32));
+        let label = row
+            .iter()
+            .enumerate()
+            .fold(0, |best, (i, &l)| if l > row[best] { i } else { best });
+        labels.push(label);
+    }
+    Predictions::Classification { probabilities, labels, n_classes }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn regression_undoes_the_target_transform() {
+        let standardized = TargetTransform::Standardize { mean: 10.0, std: 2.0 };
+        let logged = TargetTransform::LogStandardize { mean: 1.0, std: 0.5 };
+        for (transform, z, expected) in [(standardized, 1.5, 13.0), (logged, 2.0, 2f64.exp())] {
+            let Predictions::Regression { values } = regression(&[z], &transform) else {
+                panic!("regression gives values");
+            };
+            assert!((f64::from(values[0]) - expected).abs() < 1e-5, "{values:?} vs {expected}");
+            assert!((transform.forward(expected) - f64::from(z)).abs() < 1e-9);
+        }
+    }
+
+    #[test]
+    fn classification_gives_softmax_and_argmax() {
+        let Predictions::Classification { probabilities, labels, .. } =
+            classification(&[0.0, 1.0, 0.0, 3.0, 1.0, 2.0], 3)
+        else {
+            panic!("classification gives probabilities");
+        };
+        let e = std::f64::consts::E;
+        let expected = [1.0 / (2.0 + e), e / (2.0 + e), 1.0 / (2.0 + e)];
+        for (p, q) in probabilities[..3].iter().zip(expected) {
+            assert!((f64::from(*p) - q).abs() < 1e-6);
+        }
+        assert_eq!(labels, vec![1, 0]);
+        assert!((probabilities[3..].iter().sum::<f32>() - 1.0).abs() < 1e-6);
+    }
+}

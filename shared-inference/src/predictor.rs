@@ -1,0 +1,116 @@
+//! The [`Predictor`]: raw records in, predictions out, on the CPU backend. It chains the shared
+//! preprocessing, the network's forward pass and postprocessing, and it is the only way serving
+//! and the trainer's evaluation turn records into predictions.
+
+use std::path::Path;
+
+use burn_core::tensor::{Tensor, TensorData};
+use burn_ndarray::{NdArray, NdArrayDevice};
+
+use crate::artifact::Artifact;
+use crate::error::{ArtifactError, InputError};
+use crate::input::{Cell, ColumnBatch};
+use crate::model::Mlp;
+use crate::postprocess::{self, Predictions};
+use crate::schema::{Schema, Task};
+use crate::Manifest;
+
+/// The backend every prediction runs on: burn-ndarray, single-threaded, f32.
+pub type CpuBackend = NdArray<f32>;
+
+/// A loaded model, ready to predict. Cheap to share between threads behind an `Arc`.
+#[derive(Debug)]
+pub struct Predictor {
+    manifest: Manifest,
+    model: Mlp<CpuBackend>,
+    device: NdArrayDevice,
+}
+
+impl Predictor {
+    pub fn new(artifact: &Artifact) -> Result<Self, ArtifactError> {
+        let device = NdArrayDevice::Cpu;
+        let model = artifact.model::<CpuBackend>(&device)?;
+        Ok(Self { manifest: artifact.manifest.clone(), model, device })
+    }
+
+    /// Reads, checks and loads the artifact in a version directory.
+    pub fn load(dir: &Path) -> Result<Self, ArtifactError> {
+        Self::new(&Artifact::read_dir(dir)?)
+    }
+
+    pub fn manifest(&self) -> &Manifest {
+        &self.manifest
+    }
+
+    pub fn schema(&self) -> &Schema {
+        &self.manifest.schema
+    }
+
+    /// Class names in output order; empty for regression.
+    pub fn labels(&self) -> &[String] {
+        &self.manifest.labels
+    }
+
+    /// Predicts every row of a batch, or fails on the first row that cannot be transformed.
+    pub fn predict(&self, batch: &ColumnBatch<'_>) -> Result<Predictions, InputError> {
+        let (predictions, errors) = self.predict_partial(batch);
+        match errors.into_iter().next() {
+            Some(error) => Err(error),
+            None => Ok(predictions),
+        }
+    }
+
+    /// Predicts every row it can. Rows that fail are listed with their error, one per row (with
+    /// the zero-based row index inside the error); their entries in the predictions hold no
+    /// meaningful value and must not be reported.
+    pub fn predict_partial(&self, batch: &ColumnBatch<'_>) -> (Predictions, Vec<InputError>) {
+        let mut features = Vec::new();
+        let errors = self.manifest.preprocessing.transform_into(batch, &mut features);
+        (self.predict_features(features, batch.n_rows()), errors)
+    }
+
+    /// Predicts records given as `(column, value)` pairs; see [`ColumnBatch::from_records`].
+    pub fn predict_records<'a, R>(&self, records: &'a [R]) -> Result<Predictions, InputError>
+    where
+        R: AsRef<[(&'a str, Cell<'a>)]>,
+    {
+        self.predict(&ColumnBatch::from_records(self.schema(), records)?)
+    }
+
+    /// `features [n_rows, n_features]` (already preprocessed) -> postprocessed predictions.
+    pub fn predict_features(&self, features: Vec<f32>, n_rows: usize) -> Predictions {
+        let outputs = self.forward(features, n_rows);
+        match self.manifest.schema.task {
+            Task::Regression => postprocess::regression(&outputs, &self.manifest.target_transform),
+            Task::BinaryClassification | Task::MulticlassClassification => {
+                postprocess::classification(&outputs, self.manifest.network.n_outputs)
+            }
+        }
+    }
+
+    /// The network alone: `features [n_rows, n_features] -> outputs [n_rows, n_outputs]`.
+    pub fn forward(&self, features: Vec<f32>, n_rows: usize) -> Vec<f32> {
+        if n_rows == 0 {
+            return Vec::new();
+        }
+        let n_features = self.manifest.network.n_features;
+        debug_assert_eq!(features.len(), n_rows * n_features);
+        let input = Tensor::<CpuBackend, 2>::from_data(TensorData::new(features, [n_rows, n_features]), &self.device);
+        let output = self.model.forward(input).into_data();
+        // The backend is f32 end to end, so this conversion cannot fail; an empty result would
+        // surface as a row-count mismatch in the caller's tests rather than a panic here.
+        output.into_vec::<f32>().unwrap_or_default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn assert_send_sync<T: Send + Sync>() {}
+
+    #[test]
+    fn predictor_can_be_shared_between_threads() {
+        assert_send_sync::<Predictor>();
+    }
+}

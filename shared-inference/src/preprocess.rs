@@ -1,0 +1,220 @@
+//! Preprocessing *transform* from fitted state: numeric columns are imputed with the training
+//! median and standardized; categorical columns are imputed with the most frequent training
+//! category and one-hot encoded. Fitting that state is the trainer's job; this module only applies
+//! it, and it is the one implementation used at train time and at serve time.
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::InputError;
+use crate::input::{ColumnBatch, ColumnValues};
+
+/// What to do with a category that was never seen in training.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum UnknownCategoryPolicy {
+    /// Reject the row with an error naming the column, the value and the known categories.
+    Error,
+    /// Encode the row's column as all zeros, as if none of the known categories applied.
+    ZeroVector,
+}
+
+/// The fitted state of one raw column.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum FittedColumn {
+    Numeric {
+        name: String,
+        /// Replaces a missing value before scaling.
+        median: f64,
+        mean: f64,
+        /// Never zero: a constant column is stored with `std = 1`.
+        std: f64,
+    },
+    Categorical {
+        name: String,
+        /// The vocabulary, in one-hot order.
+        categories: Vec<String>,
+        /// Replaces a missing value; always one of `categories`.
+        most_frequent: String,
+        unknown: UnknownCategoryPolicy,
+    },
+}
+
+impl FittedColumn {
+    pub fn name(&self) -> &str {
+        match self {
+            FittedColumn::Numeric { name, .. } | FittedColumn::Categorical { name, .. } => name,
+        }
+    }
+
+    /// How many features this column becomes.
+    pub fn width(&self) -> usize {
+        match self {
+            FittedColumn::Numeric { .. } => 1,
+            FittedColumn::Categorical { categories, .. } => categories.len(),
+        }
+    }
+}
+
+/// The fitted preprocessing of a model: one [`FittedColumn`] per raw feature, in schema order.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Preprocessor {
+    pub columns: Vec<FittedColumn>,
+}
+
+impl Preprocessor {
+    /// The width of a transformed row.
+    pub fn n_features(&self) -> usize {
+        self.columns.iter().map(FittedColumn::width).sum()
+    }
+
+    /// Transforms a batch into a row-major feature matrix `[n_rows, n_features]`, appended to
+    /// `out` (which is cleared first). A row that cannot be transformed (an unknown category under
+    /// [`UnknownCategoryPolicy::Error`]) is reported in the returned list, one error per bad row,
+    /// and its features are left as zeros; every other row is transformed normally.
+    pub fn transform_into(&self, batch: &ColumnBatch<'_>, out: &mut Vec<f32>) -> Vec<InputError> {
+        let n_rows = batch.n_rows();
+        let width = self.n_features();
+        out.clear();
+        out.resize(n_rows * width, 0.0);
+        let mut errors: Vec<InputError> = Vec::new();
+        let mut offset = 0;
+        for (fitted, values) in self.columns.iter().zip(batch.columns()) {
+            match (fitted, values) {
+                (FittedColumn::Numeric { median, mean, std, .. }, ColumnValues::Numeric(xs)) => {
+                    for (row, &x) in xs.iter().enumerate() {
+                        let x = if x.is_nan() { *median } else { x };
+                        out[row * width + offset] = ((x - mean) / std) as f32;
+                    }
+                }
+                (
+                    FittedColumn::Categorical { name, categories, most_frequent, unknown },
+                    ColumnValues::Categorical(xs),
+                ) => {
+                    for (row, x) in xs.iter().enumerate() {
+                        let value = x.unwrap_or(most_frequent.as_str());
+                        match categories.iter().position(|c| c == value) {
+                            Some(hot) => out[row * width + offset + hot] = 1.0,
+                            None if *unknown == UnknownCategoryPolicy::ZeroVector => {}
+                            None => errors.push(InputError::UnknownCategory {
+                                column: name.clone(),
+                                row,
+                                value: value.to_string(),
+                                known: categories.clone(),
+                            }),
+                        }
+                    }
+                }
+                // `ColumnBatch::new` checked kinds against the schema, and the manifest loader
+                // checked the schema against these columns, so a mismatch cannot reach here.
+                _ => unreachable!("column kinds were validated when the batch was built"),
+            }
+            offset += fitted.width();
+        }
+        if !errors.is_empty() {
+            errors.sort_by_key(|e| e.row());
+            errors.dedup_by_key(|e| e.row());
+            for row in errors.iter().filter_map(InputError::row) {
+                out[row * width..(row + 1) * width].fill(0.0);
+            }
+        }
+        errors
+    }
+
+    /// Transforms a batch, failing on the first bad row.
+    pub fn transform(&self, batch: &ColumnBatch<'_>) -> Result<Vec<f32>, InputError> {
+        let mut out = Vec::new();
+        match self.transform_into(batch, &mut out).into_iter().next() {
+            Some(error) => Err(error),
+            None => Ok(out),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::schema::{ColumnKind, ColumnSpec, Schema, Task};
+
+    fn fixture(unknown: UnknownCategoryPolicy) -> (Schema, Preprocessor) {
+        let schema = Schema {
+            features: vec![
+                ColumnSpec { name: "mass".into(), kind: ColumnKind::Numeric },
+                ColumnSpec { name: "island".into(), kind: ColumnKind::Categorical },
+            ],
+            target: "species".into(),
+            task: Task::MulticlassClassification,
+        };
+        let pre = Preprocessor {
+            columns: vec![
+                FittedColumn::Numeric { name: "mass".into(), median: 4.0, mean: 5.0, std: 2.0 },
+                FittedColumn::Categorical {
+                    name: "island".into(),
+                    categories: vec!["Biscoe".into(), "Dream".into(), "Torgersen".into()],
+                    most_frequent: "Dream".into(),
+                    unknown,
+                },
+            ],
+        };
+        (schema, pre)
+    }
+
+    fn check(mass: f64, island: Option<&str>, expected: [f32; 4]) {
+        let (schema, pre) = fixture(UnknownCategoryPolicy::Error);
+        let batch = ColumnBatch::new(
+            &schema,
+            vec![ColumnValues::Numeric(vec![mass]), ColumnValues::Categorical(vec![island])],
+        )
+        .expect("valid batch");
+        assert_eq!(pre.transform(&batch).expect("known values"), expected);
+    }
+
+    #[test]
+    fn transforms_against_hand_computed_values() {
+        // (9 - 5) / 2 = 2; (1 - 5) / 2 = -2; missing -> median 4 -> (4 - 5) / 2 = -0.5.
+        check(9.0, Some("Biscoe"), [2.0, 1.0, 0.0, 0.0]);
+        check(1.0, Some("Torgersen"), [-2.0, 0.0, 0.0, 1.0]);
+        check(f64::NAN, Some("Dream"), [-0.5, 0.0, 1.0, 0.0]);
+        // A missing category takes the most frequent one.
+        check(5.0, None, [0.0, 0.0, 1.0, 0.0]);
+    }
+
+    fn batch_with_unknown<'a>(schema: &Schema) -> ColumnBatch<'a> {
+        ColumnBatch::new(
+            schema,
+            vec![
+                ColumnValues::Numeric(vec![9.0, 7.0, 1.0]),
+                ColumnValues::Categorical(vec![Some("Biscoe"), Some("Atlantis"), Some("Dream")]),
+            ],
+        )
+        .expect("valid batch")
+    }
+
+    #[test]
+    fn unknown_category_is_an_error_naming_column_value_and_known_values() {
+        let (schema, pre) = fixture(UnknownCategoryPolicy::Error);
+        let mut out = Vec::new();
+        let errors = pre.transform_into(&batch_with_unknown(&schema), &mut out);
+        assert_eq!(
+            errors,
+            vec![InputError::UnknownCategory {
+                column: "island".into(),
+                row: 1,
+                value: "Atlantis".into(),
+                known: vec!["Biscoe".into(), "Dream".into(), "Torgersen".into()],
+            }]
+        );
+        let message = errors[0].to_string();
+        assert!(message.contains("'island'") && message.contains("'Atlantis'") && message.contains("Torgersen"));
+        // The valid rows around the bad one are transformed as usual.
+        assert_eq!(&out[..4], &[2.0, 1.0, 0.0, 0.0]);
+        assert_eq!(&out[8..], &[-2.0, 0.0, 1.0, 0.0]);
+    }
+
+    #[test]
+    fn unknown_category_can_be_a_zero_vector() {
+        let (schema, pre) = fixture(UnknownCategoryPolicy::ZeroVector);
+        let out = pre.transform(&batch_with_unknown(&schema)).expect("zero vector policy");
+        assert_eq!(&out[4..8], &[1.0, 0.0, 0.0, 0.0]);
+    }
+}
