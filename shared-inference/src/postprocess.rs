@@ -52,6 +52,29 @@ impl Predictions {
             Predictions::Classification { labels, .. } => labels.len(),
         }
     }
+
+    /// The columns of a tabular prediction output: `prediction`, or `label` then one
+    /// `prob_<class>` per class in `class_names` order.
+    pub fn column_names(task_is_classification: bool, class_names: &[String]) -> Vec<String> {
+        if task_is_classification {
+            std::iter::once("label".to_string()).chain(class_names.iter().map(|c| format!("prob_{c}"))).collect()
+        } else {
+            vec!["prediction".to_string()]
+        }
+    }
+
+    /// One row's cells in [`Predictions::column_names`] order. Floats are written in their
+    /// shortest form that reads back to the same bits, so text outputs compare exactly.
+    pub fn row_cells(&self, row: usize, class_names: &[String], out: &mut Vec<String>) {
+        out.clear();
+        match self {
+            Predictions::Regression { values } => out.push(values[row].to_string()),
+            Predictions::Classification { probabilities, labels, n_classes } => {
+                out.push(class_names.get(labels[row]).cloned().unwrap_or_default());
+                out.extend(probabilities[row * n_classes..(row + 1) * n_classes].iter().map(f32::to_string));
+            }
+        }
+    }
 }
 
 /// `outputs [n_rows, 1]` -> `values [n_rows]` in original units.

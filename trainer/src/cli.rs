@@ -1,0 +1,157 @@
+//! The command line: `trainer train`, `trainer evaluate`. Parsing and printing only; the work
+//! is in [`crate::pipeline`].
+
+use std::io::Write;
+use std::path::PathBuf;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use shared_inference::{Predictions, Predictor};
+
+use crate::config::{Overrides, RawTrainConfig, TrainConfig};
+use crate::device::DeviceRequest;
+use crate::pipeline::{self, TrainOptions, metrics_table};
+
+/// Train tabular MLPs into versioned model artifacts that `serving` loads.
+#[derive(Debug, Parser)]
+#[command(name = "trainer", version, about, long_about = None)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Train a model from a recipe, evaluate it on its test split and write the artifact
+    /// to <out>/<name>/<version>/ (version = 1 + the highest present).
+    Train(TrainArgs),
+    /// Score a labelled CSV or Parquet file with an artifact and print its metrics.
+    Evaluate(EvaluateArgs),
+}
+
+#[derive(Debug, clap::Args)]
+pub struct TrainArgs {
+    /// The training recipe (TOML), for example configs/penguins.toml.
+    #[arg(long, value_name = "FILE")]
+    pub config: PathBuf,
+    /// Train on this CSV or Parquet file instead of the recipe's data.path.
+    #[arg(long, value_name = "FILE")]
+    pub data: Option<PathBuf>,
+    /// Predict this column instead of the recipe's data.target; the features are then every
+    /// other column unless the recipe lists them.
+    #[arg(long, value_name = "COLUMN")]
+    pub target: Option<String>,
+    /// Name the model (its directory in the repository) instead of the recipe's name.
+    #[arg(long)]
+    pub name: Option<String>,
+    /// The model repository to write into.
+    #[arg(long, value_name = "DIR", default_value = "artifacts")]
+    pub out: PathBuf,
+    /// Seed for the split, the weight initialization and the batch order.
+    #[arg(long, value_name = "N")]
+    pub seed: Option<u64>,
+    /// Train for at most this many epochs instead of the recipe's training.epochs.
+    #[arg(long, value_name = "N")]
+    pub epochs: Option<usize>,
+    /// Where to train: auto picks CUDA when a GPU is usable and says which it chose.
+    #[arg(long, value_enum, default_value = "auto")]
+    pub device: DeviceRequest,
+    /// Print no progress bar.
+    #[arg(long)]
+    pub quiet: bool,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct EvaluateArgs {
+    /// The artifact's version directory, for example artifacts/penguins/1.
+    #[arg(long, value_name = "DIR")]
+    pub model: PathBuf,
+    /// A labelled CSV or Parquet file with the model's feature columns and its target.
+    #[arg(long, value_name = "FILE")]
+    pub data: PathBuf,
+    /// Print one JSON object with the metrics on stdout instead of a table.
+    #[arg(long)]
+    pub json: bool,
+    /// Also write each row's prediction to this CSV, in the format `serving predict` writes.
+    #[arg(long, value_name = "FILE")]
+    pub predictions: Option<PathBuf>,
+}
+
+pub fn run(cli: Cli) -> anyhow::Result<()> {
+    match cli.command {
+        Command::Train(args) => run_train(args),
+        Command::Evaluate(args) => run_evaluate(args),
+    }
+}
+
+fn run_train(args: TrainArgs) -> anyhow::Result<()> {
+    let overrides = Overrides {
+        data: args.data,
+        target: args.target,
+        name: args.name,
+        seed: args.seed,
+        epochs: args.epochs,
+    };
+    let raw = RawTrainConfig::from_file(&args.config)?.apply(&overrides);
+    let config = TrainConfig::try_from(raw).with_context(|| format!("recipe {}", args.config.display()))?;
+    let options = TrainOptions { out: args.out, device: args.device, progress: !args.quiet };
+    let (device, note) = crate::device::select(options.device)?;
+    match note {
+        Some(reason) => eprintln!("device: {} (CUDA not used: {reason})", device.describe()),
+        None => eprintln!("device: {}", device.describe()),
+    }
+    let outcome = pipeline::train(&config, &options)?;
+    let m = &outcome.manifest;
+    let seconds: f64 = outcome.history.iter().map(|e| e.seconds).sum();
+    println!(
+        "trained {} v{} ({}) on {}: {} epochs in {:.1}s ({:.3}s/epoch), best epoch {}",
+        m.name,
+        m.version,
+        m.schema.task.as_str(),
+        outcome.device.describe(),
+        outcome.history.len(),
+        seconds,
+        seconds / outcome.history.len().max(1) as f64,
+        m.provenance.best_epoch
+    );
+    println!("test split ({} rows):", m.provenance.rows.get("test").copied().unwrap_or(0));
+    print!("{}", metrics_table(&m.metrics));
+    println!("artifact: {}", outcome.version_dir.display());
+    Ok(())
+}
+
+fn run_evaluate(args: EvaluateArgs) -> anyhow::Result<()> {
+    let evaluation = pipeline::evaluate(&args.model, &args.data)?;
+    if let Some(path) = &args.predictions {
+        let predictor = Predictor::load(&args.model)?;
+        write_predictions(path, &evaluation.predictions, &predictor)?;
+    }
+    if args.json {
+        let json = serde_json::json!({
+            "model": args.model.display().to_string(),
+            "data": args.data.display().to_string(),
+            "rows": evaluation.n_rows,
+            "metrics": evaluation.metrics,
+        });
+        println!("{json}");
+    } else {
+        println!("{} rows of {}:", evaluation.n_rows, args.data.display());
+        print!("{}", metrics_table(&evaluation.metrics));
+    }
+    Ok(())
+}
+
+fn write_predictions(path: &PathBuf, predictions: &Predictions, predictor: &Predictor) -> anyhow::Result<()> {
+    let file = std::fs::File::create(path).with_context(|| format!("creating {}", path.display()))?;
+    let mut out = std::io::BufWriter::new(file);
+    let classes = predictor.labels();
+    let header = Predictions::column_names(predictor.schema().task.is_classification(), classes);
+    writeln!(out, "{}", header.join(","))?;
+    let mut cells = Vec::new();
+    for row in 0..predictions.n_rows() {
+        predictions.row_cells(row, classes, &mut cells);
+        writeln!(out, "{}", cells.join(","))?;
+    }
+    out.flush()?;
+    Ok(())
+}
