@@ -1,1 +1,15 @@
-//! placeholder
+//! `serving`: the slim CPU binary production runs. It loads artifacts through
+//! `shared-inference`, answers the Open Inference Protocol v2 and KServe v1 over HTTP, and scores
+//! files offline. It depends on no training crate; CI checks its graph and its binary.
+
+pub mod batch;
+pub mod cli;
+pub mod error;
+pub mod http;
+pub mod metrics;
+pub mod oip;
+pub mod registry;
+pub mod v1;
+
+pub use http::{AppState, Limits, app};
+pub use registry::Registry;

@@ -29,6 +29,19 @@ pub enum InputError {
 }
 
 impl InputError {
+    /// The message without its row, for callers that name the row their own way (a file's
+    /// line number, say).
+    pub fn detail(&self) -> String {
+        match self {
+            Self::NotANumber { column, got, .. } => format!("column '{column}': expected a number, got {got}"),
+            Self::NotText { column, got, .. } => format!("column '{column}': expected text (a category), got {got}"),
+            Self::UnknownCategory { column, value, known, .. } => {
+                format!("column '{column}': unknown category '{value}'; known categories: {known:?}")
+            }
+            other => other.to_string(),
+        }
+    }
+
     /// The zero-based row the error is about, when it is about one row.
     pub fn row(&self) -> Option<usize> {
         match self {

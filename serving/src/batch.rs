@@ -1,0 +1,349 @@
+//! Offline batch scoring (`serving predict`): CSV or JSON Lines in, the same out, streamed in
+//! chunks so memory stays flat whatever the file size. One output row per input row, in input
+//! order; a row that cannot be scored is written with an `error` naming its line, the column and
+//! the problem, and scoring goes on.
+
+use std::io::{BufRead, Write};
+
+use anyhow::{Context, bail};
+use serde_json::Value;
+use shared_inference::input::{RowBuilder, is_missing_text};
+use shared_inference::{Cell, Predictions, Predictor};
+
+/// File formats `serving predict` reads and writes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Format {
+    Csv,
+    Jsonl,
+}
+
+impl Format {
+    /// The format a path's extension names, if any.
+    pub fn from_path(path: &str) -> Option<Self> {
+        let lower = path.to_ascii_lowercase();
+        if lower.ends_with(".csv") {
+            Some(Format::Csv)
+        } else if lower.ends_with(".jsonl") || lower.ends_with(".ndjson") || lower.ends_with(".json") {
+            Some(Format::Jsonl)
+        } else {
+            None
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct BatchOptions {
+    pub input_format: Format,
+    pub output_format: Format,
+    /// Input columns copied to the output beside the predictions (an id, say).
+    pub keep: Vec<String>,
+    pub chunk_rows: usize,
+}
+
+/// What a run did; errors are kept for the summary, the first few in full.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct BatchSummary {
+    pub rows: usize,
+    pub failed: usize,
+    pub first_errors: Vec<String>,
+}
+
+const ERRORS_KEPT: usize = 10;
+
+/// One input row on its way through a chunk.
+struct Row<'a> {
+    line: u64,
+    /// Values of the kept columns, as they will be written.
+    kept: Vec<Value>,
+    /// The model's features in schema order, or why the row could not be read.
+    cells: Result<Vec<Cell<'a>>, String>,
+}
+
+/// Scores `input` into `output`. `on_progress` is called with the number of rows done.
+pub fn score(
+    predictor: &Predictor,
+    input: impl BufRead,
+    output: impl Write,
+    options: &BatchOptions,
+    mut on_progress: impl FnMut(usize),
+) -> anyhow::Result<BatchSummary> {
+    let mut writer = OutputWriter::new(output, options, predictor)?;
+    let mut summary = BatchSummary::default();
+    let chunk_rows = options.chunk_rows.max(1);
+    match options.input_format {
+        Format::Csv => {
+            let mut reader = csv::ReaderBuilder::new().has_headers(true).flexible(true).from_reader(input);
+            let header = reader.headers().context("reading the CSV header")?.clone();
+            let feature_index = column_indices(&header, &predictor.schema().feature_names(), "model feature")?;
+            let keep_index = column_indices(&header, &options.keep, "--keep")?;
+            let mut records = Vec::with_capacity(chunk_rows);
+            let mut done = false;
+            while !done {
+                records.clear();
+                for _ in 0..chunk_rows {
+                    let mut record = csv::StringRecord::new();
+                    match reader.read_record(&mut record) {
+                        Ok(true) => records.push(Ok(record)),
+                        Ok(false) => {
+                            done = true;
+                            break;
+                        }
+                        Err(e) => {
+                            let line = e.position().map_or(0, |p| p.line());
+                            records.push(Err((line, e.to_string())));
+                        }
+                    }
+                }
+                let rows: Vec<Row<'_>> = records
+                    .iter()
+                    .map(|record| match record {
+                        Ok(record) => csv_row(record, &header, &feature_index, &keep_index),
+                        Err((line, message)) => {
+                            Row { line: *line, kept: vec![Value::Null; keep_index.len()], cells: Err(message.clone()) }
+                        }
+                    })
+                    .collect();
+                score_chunk(predictor, rows, &mut writer, &mut summary)?;
+                on_progress(summary.rows);
+            }
+        }
+        Format::Jsonl => {
+            let mut lines = input.lines();
+            let mut line_number = 0u64;
+            let mut done = false;
+            while !done {
+                let mut objects: Vec<(u64, Result<serde_json::Map<String, Value>, String>)> = Vec::with_capacity(chunk_rows);
+                while objects.len() < chunk_rows {
+                    let Some(line) = lines.next() else {
+                        done = true;
+                        break;
+                    };
+                    line_number += 1;
+                    let line = line.with_context(|| format!("reading line {line_number}"))?;
+                    if line.trim().is_empty() {
+                        continue;
+                    }
+                    objects.push((line_number, match serde_json::from_str::<Value>(&line) {
+                        Ok(Value::Object(map)) => Ok(map),
+                        Ok(other) => Err(format!("expected a JSON object of column -> value, got {other}")),
+                        Err(e) => Err(format!("invalid JSON: {e}")),
+                    }));
+                }
+                let rows: Vec<Row<'_>> = objects
+                    .iter()
+                    .map(|(line, object)| match object {
+                        Ok(map) => json_row(*line, map, predictor, &options.keep),
+                        Err(message) => Row { line: *line, kept: vec![Value::Null; options.keep.len()], cells: Err(message.clone()) },
+                    })
+                    .collect();
+                score_chunk(predictor, rows, &mut writer, &mut summary)?;
+                on_progress(summary.rows);
+            }
+        }
+    }
+    writer.finish()?;
+    Ok(summary)
+}
+
+fn column_indices(header: &csv::StringRecord, names: &[String], what: &str) -> anyhow::Result<Vec<usize>> {
+    names
+        .iter()
+        .map(|name| match header.iter().position(|h| h == name) {
+            Some(i) => Ok(i),
+            None => bail!("the input has no column '{name}' ({what}); its columns are {:?}", header.iter().collect::<Vec<_>>()),
+        })
+        .collect()
+}
+
+fn csv_row<'a>(record: &'a csv::StringRecord, header: &csv::StringRecord, features: &[usize], keep: &[usize]) -> Row<'a> {
+    let line = record.position().map_or(0, |p| p.line());
+    let kept = keep.iter().map(|&i| Value::from(record.get(i).unwrap_or(""))).collect();
+    let cells = if record.len() != header.len() {
+        Err(format!("expected {} fields, got {}", header.len(), record.len()))
+    } else {
+        Ok(features
+            .iter()
+            .map(|&i| match record.get(i) {
+                Some(text) if !is_missing_text(text) => Cell::Text(text),
+                _ => Cell::Missing,
+            })
+            .collect())
+    };
+    Row { line, kept, cells }
+}
+
+fn json_row<'a>(line: u64, map: &'a serde_json::Map<String, Value>, predictor: &Predictor, keep: &[String]) -> Row<'a> {
+    let kept = keep.iter().map(|k| map.get(k).cloned().unwrap_or(Value::Null)).collect();
+    let cells = predictor
+        .schema()
+        .features
+        .iter()
+        .map(|spec| match map.get(&spec.name) {
+            None => Err(format!("missing column '{}'", spec.name)),
+            Some(Value::Null) => Ok(Cell::Missing),
+            Some(Value::Number(n)) => Ok(Cell::Number(n.as_f64().unwrap_or(f64::NAN))),
+            Some(Value::String(s)) => Ok(Cell::Text(s)),
+            Some(other) => Err(format!("column '{}': expected a number, text or null, got {other}", spec.name)),
+        })
+        .collect();
+    Row { line, kept, cells }
+}
+
+fn score_chunk<W: Write>(
+    predictor: &Predictor,
+    rows: Vec<Row<'_>>,
+    writer: &mut OutputWriter<W>,
+    summary: &mut BatchSummary,
+) -> anyhow::Result<()> {
+    let mut builder = RowBuilder::new(predictor.schema(), rows.len());
+    // For each input row: its row in the batch, or its error.
+    let mut slots: Vec<Result<usize, String>> = Vec::with_capacity(rows.len());
+    for row in &rows {
+        slots.push(match &row.cells {
+            Ok(cells) => {
+                let at = builder.n_rows();
+                builder.push_cells(at, cells).map(|()| at).map_err(|e| e.detail())
+            }
+            Err(message) => Err(message.clone()),
+        });
+    }
+    let batch = builder.finish()?;
+    let (predictions, errors) = predictor.predict_partial(&batch);
+    for error in errors {
+        if let Some(bad) = error.row()
+            && let Some(slot) = slots.iter_mut().find(|s| s.as_ref().is_ok_and(|&r| r == bad))
+        {
+            *slot = Err(error.detail());
+        }
+    }
+    for (row, slot) in rows.iter().zip(slots) {
+        summary.rows += 1;
+        match slot {
+            Ok(at) => writer.write_prediction(&row.kept, &predictions, at)?,
+            Err(message) => {
+                let message = format!("line {}: {message}", row.line);
+                summary.failed += 1;
+                if summary.first_errors.len() < ERRORS_KEPT {
+                    summary.first_errors.push(message.clone());
+                }
+                writer.write_error(&row.kept, &message)?;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Writes prediction rows in the chosen format.
+struct OutputWriter<W: Write> {
+    format: Format,
+    csv: Option<csv::Writer<W>>,
+    plain: Option<std::io::BufWriter<W>>,
+    keep: Vec<String>,
+    columns: Vec<String>,
+    classes: Vec<String>,
+    cells: Vec<String>,
+}
+
+impl<W: Write> OutputWriter<W> {
+    fn new(output: W, options: &BatchOptions, predictor: &Predictor) -> anyhow::Result<Self> {
+        let classes = predictor.labels().to_vec();
+        let columns = Predictions::column_names(predictor.schema().task.is_classification(), &classes);
+        let (csv, plain) = match options.output_format {
+            Format::Csv => {
+                let mut writer = csv::Writer::from_writer(output);
+                let header: Vec<&str> = options
+                    .keep
+                    .iter()
+                    .map(String::as_str)
+                    .chain(columns.iter().map(String::as_str))
+                    .chain(std::iter::once("error"))
+                    .collect();
+                writer.write_record(&header)?;
+                (Some(writer), None)
+            }
+            Format::Jsonl => (None, Some(std::io::BufWriter::with_capacity(1 << 16, output))),
+        };
+        Ok(Self { format: options.output_format, csv, plain, keep: options.keep.clone(), columns, classes, cells: Vec::new() })
+    }
+
+    fn write_prediction(&mut self, kept: &[Value], predictions: &Predictions, row: usize) -> anyhow::Result<()> {
+        predictions.row_cells(row, &self.classes, &mut self.cells);
+        match self.format {
+            Format::Csv => {
+                let w = self.csv.as_mut().context("csv writer")?;
+                for value in kept {
+                    w.write_field(value_text(value))?;
+                }
+                for cell in &self.cells {
+                    w.write_field(cell)?;
+                }
+                w.write_field("")?;
+                w.write_record(None::<&[u8]>)?;
+            }
+            Format::Jsonl => {
+                let mut object = serde_json::Map::new();
+                for (name, value) in self.keep.iter().zip(kept) {
+                    object.insert(name.clone(), value.clone());
+                }
+                for (name, cell) in self.columns.iter().zip(&self.cells) {
+                    // Numbers are written from the same shortest text as in CSV, so both formats
+                    // carry identical bits.
+                    let value = match cell.parse::<f64>() {
+                        Ok(_) if name != "label" => serde_json::from_str(cell).unwrap_or(Value::Null),
+                        _ => Value::from(cell.as_str()),
+                    };
+                    object.insert(name.clone(), value);
+                }
+                let w = self.plain.as_mut().context("jsonl writer")?;
+                serde_json::to_writer(&mut *w, &object)?;
+                w.write_all(b"\n")?;
+            }
+        }
+        Ok(())
+    }
+
+    fn write_error(&mut self, kept: &[Value], message: &str) -> anyhow::Result<()> {
+        match self.format {
+            Format::Csv => {
+                let w = self.csv.as_mut().context("csv writer")?;
+                for value in kept {
+                    w.write_field(value_text(value))?;
+                }
+                for _ in &self.columns {
+                    w.write_field("")?;
+                }
+                w.write_field(message)?;
+                w.write_record(None::<&[u8]>)?;
+            }
+            Format::Jsonl => {
+                let mut object = serde_json::Map::new();
+                for (name, value) in self.keep.iter().zip(kept) {
+                    object.insert(name.clone(), value.clone());
+                }
+                object.insert("error".into(), Value::from(message));
+                let w = self.plain.as_mut().context("jsonl writer")?;
+                serde_json::to_writer(&mut *w, &object)?;
+                w.write_all(b"\n")?;
+            }
+        }
+        Ok(())
+    }
+
+    fn finish(self) -> anyhow::Result<()> {
+        if let Some(mut w) = self.csv {
+            w.flush()?;
+        }
+        if let Some(mut w) = self.plain {
+            w.flush()?;
+        }
+        Ok(())
+    }
+}
+
+fn value_text(value: &Value) -> String {
+    match value {
+        Value::String(s) => s.clone(),
+        Value::Null => String::new(),
+        other => other.to_string(),
+    }
+}

@@ -1,0 +1,255 @@
+//! The command line: `serving serve` (HTTP) and `serving predict` (files). Parsing, wiring and
+//! reporting only; the protocol is in `http.rs`, `oip.rs` and `v1.rs`, file scoring in `batch.rs`.
+
+use std::io::{BufRead, IsTerminal, Write};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use clap::{Parser, Subcommand};
+use shared_inference::Predictor;
+
+use crate::batch::{self, BatchOptions, Format};
+use crate::http::{self, AppState, Limits};
+use crate::registry::Registry;
+
+/// Serve models trained by `trainer` over HTTP (Open Inference Protocol v2, KServe v1), or
+/// score files offline. CPU only; reads artifacts, never trains.
+#[derive(Debug, Parser)]
+#[command(name = "serving", version, about, long_about = None)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Serve every model version of a repository (<dir>/<name>/<version>/) over HTTP.
+    Serve(ServeArgs),
+    /// Score a CSV or JSON Lines file with one model, streaming, one output row per input row.
+    Predict(PredictArgs),
+}
+
+#[derive(Debug, clap::Args)]
+pub struct ServeArgs {
+    /// A model repository: every <name>/<version>/ below it is served; requests without a
+    /// version get the latest.
+    #[arg(long, value_name = "DIR", required_unless_present = "model")]
+    pub model_repository: Option<PathBuf>,
+    /// Serve only this version directory (<repository>/<name>/<version>); repeatable.
+    #[arg(long, value_name = "DIR")]
+    pub model: Vec<PathBuf>,
+    /// Address to listen on. Loopback by default: expose it deliberately.
+    #[arg(long, default_value = "127.0.0.1:8000")]
+    pub addr: SocketAddr,
+    /// Largest request body accepted, in bytes; larger bodies get 413.
+    #[arg(long, default_value_t = 16 * 1024 * 1024)]
+    pub max_body_bytes: usize,
+    /// Inference requests processed at once; requests beyond it get 503 instead of queueing.
+    #[arg(long, default_value_t = 64)]
+    pub max_concurrency: usize,
+    /// Time limit per inference request, in milliseconds; slower requests get 503.
+    #[arg(long, default_value_t = 30_000)]
+    pub timeout_millis: u64,
+    /// On SIGTERM/SIGINT, wait at most this long for in-flight requests before exiting.
+    #[arg(long, default_value_t = 30)]
+    pub drain_seconds: u64,
+    /// Log format on stderr.
+    #[arg(long, value_enum, default_value = "text")]
+    pub log_format: LogFormat,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct PredictArgs {
+    /// The model's version directory (<repository>/<name>/<version>).
+    #[arg(long, value_name = "DIR")]
+    pub model: PathBuf,
+    /// Input file (.csv, .jsonl), or - for standard input (then --format is needed).
+    #[arg(long, value_name = "FILE")]
+    pub input: String,
+    /// Output file (.csv, .jsonl), or - for standard output (the default).
+    #[arg(long, value_name = "FILE", default_value = "-")]
+    pub output: String,
+    /// Format of whichever side has no telling extension (and of stdout when the input's
+    /// format is not given by its extension either).
+    #[arg(long, value_enum)]
+    pub format: Option<Format>,
+    /// Copy this input column to the output beside the predictions; repeatable.
+    #[arg(long, value_name = "COLUMN")]
+    pub keep: Vec<String>,
+    /// Rows scored per forward pass; memory grows with it, not with the file.
+    #[arg(long, default_value_t = 4096)]
+    pub chunk_rows: usize,
+    /// Draw no progress bar (one is drawn only when stderr is a terminal).
+    #[arg(long)]
+    pub quiet: bool,
+}
+
+/// Exit status of `serving predict` when some rows could not be scored.
+pub const EXIT_ROWS_FAILED: u8 = 3;
+
+pub fn run(cli: Cli) -> anyhow::Result<u8> {
+    match cli.command {
+        Command::Serve(args) => serve(args).map(|()| 0),
+        Command::Predict(args) => predict(args),
+    }
+}
+
+fn init_logging(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into());
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let _ = match format {
+        LogFormat::Text => builder.try_init(),
+        LogFormat::Json => builder.json().flatten_event(true).try_init(),
+    };
+}
+
+fn serve(args: ServeArgs) -> anyhow::Result<()> {
+    init_logging(args.log_format);
+    let started = std::time::Instant::now();
+    let mut registry = match &args.model_repository {
+        Some(root) => Registry::load_repository(root)?,
+        None => Registry::default(),
+    };
+    for dir in &args.model {
+        registry.load_version(dir)?;
+    }
+    for model in registry.all() {
+        tracing::info!(model = model.name, version = model.version, task = model.predictor.schema().task.as_str(), "model loaded");
+    }
+    let limits = Limits {
+        max_body_bytes: args.max_body_bytes,
+        max_concurrency: args.max_concurrency.max(1),
+        timeout: Duration::from_millis(args.timeout_millis.max(1)),
+    };
+    let state = AppState::new(registry, limits);
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    runtime.block_on(async move {
+        let listener = tokio::net::TcpListener::bind(args.addr).await.with_context(|| format!("binding {}", args.addr))?;
+        tracing::info!(addr = %listener.local_addr()?, startup_millis = started.elapsed().as_millis() as u64, "listening");
+        let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+        let shutdown_state = state.clone();
+        let server = axum::serve(listener, http::app(state)).with_graceful_shutdown(async move {
+            shutdown_signal().await;
+            shutdown_state.set_ready(false);
+            tracing::info!("shutdown requested: finishing in-flight requests");
+            let _ = stop_tx.send(());
+        });
+        let drain = Duration::from_secs(args.drain_seconds);
+        let server = tokio::spawn(async move { server.await });
+        // Once shutdown starts, in-flight requests get `drain` to finish.
+        let forced = async move {
+            if stop_rx.await.is_ok() {
+                tokio::time::sleep(drain).await;
+            } else {
+                std::future::pending::<()>().await;
+            }
+        };
+        tokio::select! {
+            result = server => result.context("server task")?.context("serving HTTP")?,
+            () = forced => bail!("in-flight requests did not finish within {} s of the shutdown signal", drain.as_secs()),
+        }
+        tracing::info!("stopped");
+        Ok(())
+    })
+}
+
+async fn shutdown_signal() {
+    let interrupt = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        () = interrupt => {},
+        () = terminate => {},
+    }
+}
+
+fn predict(args: PredictArgs) -> anyhow::Result<u8> {
+    let predictor = Predictor::load(&args.model).with_context(|| format!("loading the model in {}", args.model.display()))?;
+    let input_format = format_for(&args.input, args.format, "--input")?;
+    let output_format = if args.output == "-" {
+        args.format.unwrap_or(input_format)
+    } else {
+        format_for(&args.output, args.format, "--output")?
+    };
+    let options = BatchOptions { input_format, output_format, keep: args.keep.clone(), chunk_rows: args.chunk_rows };
+
+    let (input, input_bytes): (Box<dyn BufRead>, Option<u64>) = if args.input == "-" {
+        (Box::new(std::io::stdin().lock()), None)
+    } else {
+        let file = std::fs::File::open(&args.input).with_context(|| format!("opening {}", args.input))?;
+        let size = file.metadata().ok().map(|m| m.len());
+        (Box::new(std::io::BufReader::with_capacity(1 << 16, file)), size)
+    };
+    // Write to a temporary file and rename at the end, so a failed run leaves no half file.
+    let temporary = (args.output != "-").then(|| PathBuf::from(format!("{}.tmp", args.output)));
+    let output: Box<dyn Write> = match &temporary {
+        None => Box::new(std::io::stdout().lock()),
+        Some(path) => Box::new(std::fs::File::create(path).with_context(|| format!("creating {}", path.display()))?),
+    };
+    let bar = if !args.quiet && std::io::stderr().is_terminal() {
+        let bar = indicatif::ProgressBar::new_spinner();
+        bar.set_style(
+            indicatif::ProgressStyle::with_template("{spinner} {pos} rows scored ({per_sec}, {elapsed})")
+                .unwrap_or_else(|_| indicatif::ProgressStyle::default_spinner()),
+        );
+        Some(bar)
+    } else {
+        None
+    };
+    let _ = input_bytes;
+    let result = batch::score(&predictor, input, output, &options, |rows| {
+        if let Some(bar) = &bar {
+            bar.set_position(rows as u64);
+        }
+    });
+    if let Some(bar) = &bar {
+        bar.finish_and_clear();
+    }
+    let summary = match result {
+        Ok(summary) => summary,
+        Err(error) => {
+            if let Some(path) = &temporary {
+                let _ = std::fs::remove_file(path);
+            }
+            return Err(error);
+        }
+    };
+    if let Some(path) = &temporary {
+        std::fs::rename(path, &args.output).with_context(|| format!("moving the output into {}", args.output))?;
+    }
+    eprintln!("scored {} rows: {} ok, {} failed", summary.rows, summary.rows - summary.failed, summary.failed);
+    for message in &summary.first_errors {
+        eprintln!("  {message}");
+    }
+    if summary.failed > summary.first_errors.len() {
+        eprintln!("  ... and {} more (see the error column)", summary.failed - summary.first_errors.len());
+    }
+    Ok(if summary.failed > 0 { EXIT_ROWS_FAILED } else { 0 })
+}
+
+fn format_for(path: &str, flag: Option<Format>, which: &str) -> anyhow::Result<Format> {
+    match (Format::from_path(path), flag) {
+        (Some(format), _) => Ok(format),
+        (None, Some(format)) => Ok(format),
+        (None, None) => bail!("{which} {path}: cannot tell the format from the name; pass --format csv or --format jsonl"),
+    }
+}
