@@ -1,1 +1,9 @@
-//! e2e
+//! End-to-end tests across the crates: the wall between training and serving, parity between
+//! the trainer's evaluation and every serving path, the real server binary under load and
+//! shutdown, and batch scoring of files with bad rows.
+
+mod batch_scoring;
+mod parity;
+mod server;
+mod support;
+mod wall;

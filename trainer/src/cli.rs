@@ -95,11 +95,6 @@ fn run_train(args: TrainArgs) -> anyhow::Result<()> {
     let raw = RawTrainConfig::from_file(&args.config)?.apply(&overrides);
     let config = TrainConfig::try_from(raw).with_context(|| format!("recipe {}", args.config.display()))?;
     let options = TrainOptions { out: args.out, device: args.device, progress: !args.quiet };
-    let (device, note) = crate::device::select(options.device)?;
-    match note {
-        Some(reason) => eprintln!("device: {} (CUDA not used: {reason})", device.describe()),
-        None => eprintln!("device: {}", device.describe()),
-    }
     let outcome = pipeline::train(&config, &options)?;
     let m = &outcome.manifest;
     let seconds: f64 = outcome.history.iter().map(|e| e.seconds).sum();

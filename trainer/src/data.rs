@@ -97,9 +97,10 @@ impl Table {
                         .enumerate()
                         .map(|(row, v)| {
                             let cell = v.as_deref().map_or(Cell::Missing, Cell::Text);
-                            parse_number(&spec.name, row + 1, cell)
+                            parse_number(&spec.name, row, cell)
+                                .map_err(|e| anyhow::anyhow!("data row {}: {}", row + 1, e.detail()))
                         })
-                        .collect::<Result<Vec<f64>, _>>()?;
+                        .collect::<anyhow::Result<Vec<f64>>>()?;
                     Column::Numeric { values: parsed, integral: false }
                 }
                 (ColumnKind::Categorical, Column::Numeric { values, .. }) => {
@@ -183,7 +184,7 @@ pub fn infer_kind(table: &Table, name: &str, declared: Option<ColumnKind>) -> an
         (Column::Numeric { .. }, _) => Ok(ColumnKind::Numeric),
         (Column::Text(values), declared) => {
             let present: Vec<(usize, &str)> =
-                values.iter().enumerate().filter_map(|(i, v)| v.as_deref().map(|t| (i, t))).collect();
+                values.iter().enumerate().filter_map(|(i, v)| v.as_deref().map(|t| (i, t.trim()))).filter(|(_, t)| !t.is_empty()).collect();
             let numeric = present.iter().filter(|(_, t)| t.trim().parse::<f64>().is_ok()).count();
             let first_bad = present.iter().find(|(_, t)| t.trim().parse::<f64>().is_err());
             let looks_numeric = !present.is_empty() && numeric * 10 >= present.len() * 9;

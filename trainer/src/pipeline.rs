@@ -16,7 +16,7 @@ use shared_inference::{
 use crate::config::TrainConfig;
 use crate::data::{self, Table};
 use crate::device::{self, Device, DeviceRequest};
-use crate::split::split;
+use crate::split::{Split, split};
 use crate::train::{self, EpochStats, Prepared, Targets};
 use crate::{fit, metrics, writer};
 
@@ -43,25 +43,16 @@ pub struct TrainOutcome {
 /// Trains, evaluates and writes one artifact.
 pub fn train(config: &TrainConfig, options: &TrainOptions) -> anyhow::Result<TrainOutcome> {
     let (device, device_note) = device::select(options.device)?;
+    match &device_note {
+        Some(reason) => eprintln!("device: {} (CUDA not used: {reason})", device.describe()),
+        None => eprintln!("device: {}", device.describe()),
+    }
     let table = Table::read(&config.data_path)?;
     let data_bytes = std::fs::read(&config.data_path).with_context(|| format!("reading {}", config.data_path.display()))?;
 
     let schema = build_schema(&table, config)?;
-    let target = table.column(&config.target)?;
-    let (labels, class_of_row) = if schema.task.is_classification() {
-        let names = data::target_labels(target, &config.target)?;
-        let mut classes = names.clone();
-        classes.sort();
-        classes.dedup();
-        if classes.len() < 2 {
-            bail!("target column '{}' has a single class {:?}; classification needs at least two", config.target, classes);
-        }
-        (classes, Some(names))
-    } else {
-        (Vec::new(), None)
-    };
-    let rows = split(table.n_rows, class_of_row.as_deref(), config.validation_fraction, config.test_fraction, config.seed)?;
-    let table = table.conform(&schema)?;
+    let (labels, rows) = split_rows(&table, &schema, config)?;
+    let table = table.conform(&schema).with_context(|| format!("reading {}", config.data_path.display()))?;
     let (train_table, valid_table, test_table) = (table.take(&rows.train), table.take(&rows.validation), table.take(&rows.test));
 
     let preprocessor = fit::fit_preprocessor(&train_table, &schema, config.unknown_category)?;
@@ -166,7 +157,28 @@ pub fn train(config: &TrainConfig, options: &TrainOptions) -> anyhow::Result<Tra
     Ok(TrainOutcome { version_dir, manifest, device, device_note, history: trained.history })
 }
 
-fn build_schema(table: &Table, config: &TrainConfig) -> anyhow::Result<Schema> {
+/// The class names (empty for regression) and the seeded split of a table's rows, exactly as
+/// `train` makes them; tests use it to score the same test rows.
+pub fn split_rows(table: &Table, schema: &Schema, config: &TrainConfig) -> anyhow::Result<(Vec<String>, Split)> {
+    let target = table.column(&config.target)?;
+    let (labels, class_of_row) = if schema.task.is_classification() {
+        let names = data::target_labels(target, &config.target)?;
+        let mut classes = names.clone();
+        classes.sort();
+        classes.dedup();
+        if classes.len() < 2 {
+            bail!("target column '{}' has a single class {:?}; classification needs at least two", config.target, classes);
+        }
+        (classes, Some(names))
+    } else {
+        (Vec::new(), None)
+    };
+    let rows = split(table.n_rows, class_of_row.as_deref(), config.validation_fraction, config.test_fraction, config.seed)?;
+    Ok((labels, rows))
+}
+
+/// Decides the schema (feature columns, their kinds, the task) from the recipe and the data.
+pub fn build_schema(table: &Table, config: &TrainConfig) -> anyhow::Result<Schema> {
     table.column(&config.target).with_context(|| format!("the target column '{}' does not exist", config.target))?;
     let features: Vec<String> = match &config.features {
         Some(features) => features.clone(),
@@ -220,7 +232,9 @@ pub struct Evaluation {
 /// `trainer evaluate`: scores a labelled file with an artifact through the shared Predictor.
 pub fn evaluate(model_dir: &Path, data_path: &Path) -> anyhow::Result<Evaluation> {
     let predictor = Predictor::load(model_dir).with_context(|| format!("loading the model in {}", model_dir.display()))?;
-    let table = Table::read(data_path)?.conform(predictor.schema())?;
+    let table = Table::read(data_path)?
+        .conform(predictor.schema())
+        .with_context(|| format!("reading {}", data_path.display()))?;
     evaluate_table(&predictor, &table)
 }
 
@@ -228,7 +242,10 @@ fn evaluate_table(predictor: &Predictor, table: &Table) -> anyhow::Result<Evalua
     let schema = predictor.schema();
     let target = table.column(&schema.target).with_context(|| format!("the data has no target column '{}'", schema.target))?;
     let batch = table.feature_batch(schema)?;
-    let predictions = predictor.predict(&batch).map_err(|e| anyhow::anyhow!("data row {}: {e}", e.row().map_or(0, |r| r + 1)))?;
+    let predictions = predictor.predict(&batch).map_err(|e| match e.row() {
+        Some(row) => anyhow::anyhow!("data row {}: {}", row + 1, e.detail()),
+        None => anyhow::anyhow!("{e}"),
+    })?;
     let metrics = match &predictions {
         Predictions::Regression { values } => metrics::regression(&data::target_numbers(target, &schema.target)?, values),
         Predictions::Classification { probabilities, labels, n_classes } => {

@@ -1,0 +1,173 @@
+//! Shared fixtures: the workspace's paths, the built binaries, the bundled models trained once
+//! per test process, and a minimal HTTP/1.1 client for talking to the real server.
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use trainer::device::DeviceRequest;
+use trainer::{Overrides, RawTrainConfig, TrainConfig, TrainOptions};
+
+pub fn workspace() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("tests/ sits in the workspace").to_path_buf()
+}
+
+/// A binary of the workspace, built beside this test executable (`target/<profile>/<name>`).
+pub fn binary(name: &str) -> PathBuf {
+    let exe = std::env::current_exe().expect("test executable path");
+    let profile_dir = exe.parent().and_then(Path::parent).expect("target/<profile>/deps/<test>");
+    let path = profile_dir.join(name);
+    assert!(path.exists(), "{} is not built; build the workspace first (cargo build --workspace)", path.display());
+    path
+}
+
+/// The recipe's config with its data path made absolute.
+pub fn recipe(name: &str, epochs: Option<usize>) -> TrainConfig {
+    let root = workspace();
+    let raw = RawTrainConfig::from_file(&root.join(format!("configs/{name}.toml"))).expect("bundled recipe parses");
+    let data = root.join(&raw.data.path);
+    let raw = raw.apply(&Overrides { data: Some(data), epochs, ..Overrides::default() });
+    TrainConfig::try_from(raw).expect("bundled recipe is valid")
+}
+
+/// A model repository with both bundled models trained on CPU: penguins with its full recipe,
+/// diamonds with a few epochs (parity does not need a good model, only the same one).
+pub struct Repository {
+    _dir: tempfile::TempDir,
+    pub root: PathBuf,
+}
+
+impl Repository {
+    pub fn version_dir(&self, name: &str) -> PathBuf {
+        self.root.join(name).join("1")
+    }
+}
+
+pub fn repository() -> &'static Repository {
+    static REPOSITORY: OnceLock<Repository> = OnceLock::new();
+    REPOSITORY.get_or_init(|| {
+        let dir = tempfile::tempdir().expect("temporary directory");
+        let root = dir.path().join("models");
+        let options = TrainOptions { out: root.clone(), device: DeviceRequest::Cpu, progress: false };
+        trainer::train(&recipe("penguins", None), &options).expect("penguins trains");
+        trainer::train(&recipe("diamonds", Some(4)), &options).expect("diamonds trains");
+        Repository { _dir: dir, root }
+    })
+}
+
+/// The bundled data file's lines (header first) for the recipe's test split, written to a file.
+pub fn test_split_csv(name: &str, out: &Path) -> PathBuf {
+    let config = recipe(name, None);
+    let table = trainer::data::Table::read(&config.data_path).expect("bundled data reads");
+    let schema = trainer::pipeline::build_schema(&table, &config).expect("schema");
+    let (_, split) = trainer::pipeline::split_rows(&table, &schema, &config).expect("split");
+    let text = std::fs::read_to_string(&config.data_path).expect("bundled data reads");
+    let lines: Vec<&str> = text.lines().collect();
+    let mut csv = String::from(lines[0]);
+    csv.push('\n');
+    for &row in &split.test {
+        // The bundled files have no quoted line breaks: data row r is line r + 1.
+        csv.push_str(lines[row + 1]);
+        csv.push('\n');
+    }
+    let path = out.join(format!("{name}-test.csv"));
+    std::fs::write(&path, csv).expect("write test split");
+    path
+}
+
+/// A parsed HTTP response.
+#[derive(Debug)]
+pub struct Response {
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+}
+
+impl Response {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.iter().find(|(k, _)| k.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
+    }
+
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_slice(&self.body).expect("JSON body")
+    }
+}
+
+/// How a request ended.
+#[derive(Debug)]
+pub enum Outcome {
+    Answered(Response),
+    /// The connection failed or closed before any response byte arrived.
+    NotAnswered(String),
+    /// A response started but was cut off or malformed.
+    Broken(String),
+}
+
+/// Sends one request on a fresh connection (`Connection: close`) and reads the whole response.
+pub fn send(addr: SocketAddr, method: &str, path: &str, headers: &[(&str, &str)], body: &[u8]) -> Outcome {
+    let mut stream = match TcpStream::connect_timeout(&addr, Duration::from_secs(5)) {
+        Ok(s) => s,
+        Err(e) => return Outcome::NotAnswered(format!("connect: {e}")),
+    };
+    let _ = stream.set_read_timeout(Some(Duration::from_secs(30)));
+    let mut head = format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Length: {}\r\n", body.len());
+    for (k, v) in headers {
+        head.push_str(&format!("{k}: {v}\r\n"));
+    }
+    head.push_str("\r\n");
+    if let Err(e) = stream.write_all(head.as_bytes()).and_then(|()| stream.write_all(body)) {
+        return Outcome::NotAnswered(format!("write: {e}"));
+    }
+    let mut raw = Vec::new();
+    if let Err(e) = stream.read_to_end(&mut raw)
+        && raw.is_empty()
+    {
+        return Outcome::NotAnswered(format!("read: {e}"));
+    }
+    if raw.is_empty() {
+        return Outcome::NotAnswered("closed without a response".into());
+    }
+    parse_response(&raw).map_or_else(Outcome::Broken, Outcome::Answered)
+}
+
+fn parse_response(raw: &[u8]) -> Result<Response, String> {
+    let split = raw.windows(4).position(|w| w == b"\r\n\r\n").ok_or("no end of headers")?;
+    let head = std::str::from_utf8(&raw[..split]).map_err(|e| e.to_string())?;
+    let mut lines = head.split("\r\n");
+    let status_line = lines.next().ok_or("no status line")?;
+    let status = status_line.split(' ').nth(1).and_then(|s| s.parse().ok()).ok_or("bad status line")?;
+    let headers: Vec<(String, String)> = lines
+        .filter_map(|l| l.split_once(':').map(|(k, v)| (k.trim().to_string(), v.trim().to_string())))
+        .collect();
+    let mut body = raw[split + 4..].to_vec();
+    let find = |name: &str| headers.iter().find(|(k, _)| k.eq_ignore_ascii_case(name)).map(|(_, v)| v.clone());
+    if find("transfer-encoding").is_some_and(|v| v.eq_ignore_ascii_case("chunked")) {
+        body = dechunk(&body)?;
+    } else if let Some(length) = find("content-length") {
+        let length: usize = length.parse().map_err(|_| "bad content-length")?;
+        if body.len() != length {
+            return Err(format!("body has {} bytes, content-length says {length}", body.len()));
+        }
+    }
+    Ok(Response { status, headers, body })
+}
+
+fn dechunk(mut data: &[u8]) -> Result<Vec<u8>, String> {
+    let mut out = Vec::new();
+    loop {
+        let end = data.windows(2).position(|w| w == b"\r\n").ok_or("bad chunk")?;
+        let size = usize::from_str_radix(std::str::from_utf8(&data[..end]).map_err(|e| e.to_string())?.trim(), 16)
+            .map_err(|e| e.to_string())?;
+        data = &data[end + 2..];
+        if size == 0 {
+            return Ok(out);
+        }
+        if data.len() < size + 2 {
+            return Err("truncated chunk".into());
+        }
+        out.extend_from_slice(&data[..size]);
+        data = &data[size + 2..];
+    }
+}

@@ -1,0 +1,163 @@
+//! The wall between training and serving (DESIGN invariant 1): `serving`'s own dependency graph
+//! holds no training crate, and neither does the release binary `cargo build -p serving
+//! --release` makes. Both checks are also run against a deliberately wrong workspace, to show
+//! that they can fail.
+
+use std::path::Path;
+use std::process::Command;
+
+use crate::support::workspace;
+
+/// Crates that carry training code, as cargo names them; a trailing `*` matches a prefix.
+const BANNED: &[&str] = &[
+    "trainer",
+    "burn-autodiff",
+    "burn-optim",
+    "burn-train",
+    "burn-cuda",
+    "burn-cubecl",
+    "cubecl*",
+    "cudarc",
+    "polars*",
+    "onnx-protobuf",
+    "protobuf",
+];
+
+/// burn's tensor crate (`burn-std`) depends on these two unconditionally: they hold its shape,
+/// error and byte-buffer types, no GPU runtime and no training code. Every other `cubecl*`
+/// crate stays banned.
+const ALLOWED: &[&str] = &["cubecl-common", "cubecl-zspace"];
+
+fn is_banned(crate_name: &str) -> bool {
+    let name = crate_name.replace('_', "-");
+    if ALLOWED.contains(&name.as_str()) {
+        return false;
+    }
+    BANNED.iter().any(|pattern| match pattern.strip_suffix('*') {
+        Some(prefix) => name.starts_with(prefix),
+        None => name == *pattern,
+    })
+}
+
+/// Banned crates in `package`'s normal dependency graph, for the workspace at `manifest`.
+fn banned_in_graph(manifest: &Path, package: &str) -> Vec<String> {
+    let output = Command::new(env!("CARGO"))
+        .args(["tree", "--offline", "-e", "normal", "--prefix", "none", "-p", package, "--manifest-path"])
+        .arg(manifest)
+        .output()
+        .expect("cargo runs");
+    assert!(output.status.success(), "cargo tree failed: {}", String::from_utf8_lossy(&output.stderr));
+    let mut found: Vec<String> = String::from_utf8_lossy(&output.stdout)
+        .lines()
+        .filter_map(|line| line.split_whitespace().next())
+        .filter(|name| is_banned(name))
+        .map(str::to_string)
+        .collect();
+    found.sort();
+    found.dedup();
+    found
+}
+
+/// Crates whose code is in a binary, read from its symbol table: every `crate::path` in the
+/// demangled names whose crate is banned.
+fn banned_in_binary(binary: &Path) -> Vec<String> {
+    let output = Command::new("nm").arg("--demangle").arg(binary).output().expect("nm (binutils) runs");
+    assert!(output.status.success(), "nm failed: {}", String::from_utf8_lossy(&output.stderr));
+    let symbols = String::from_utf8_lossy(&output.stdout);
+    assert!(symbols.lines().count() > 100, "{} has almost no symbols; the check needs an unstripped binary", binary.display());
+    let mut found = Vec::new();
+    for line in symbols.lines() {
+        let bytes = line.as_bytes();
+        let mut start = 0;
+        while let Some(offset) = line[start..].find("::") {
+            let end = start + offset;
+            let mut begin = end;
+            while begin > 0 && (bytes[begin - 1].is_ascii_alphanumeric() || bytes[begin - 1] == b'_') {
+                begin -= 1;
+            }
+            let path_start = begin == 0 || !matches!(bytes[begin - 1], b':');
+            let name = &line[begin..end];
+            if path_start && !name.is_empty() && is_banned(name) {
+                found.push(name.to_string());
+            }
+            start = end + 2;
+        }
+    }
+    found.sort();
+    found.dedup();
+    found
+}
+
+fn target_dir() -> std::path::PathBuf {
+    std::env::var_os("CARGO_TARGET_DIR").map_or_else(|| workspace().join("target"), Into::into)
+}
+
+/// Builds `package` in release mode by itself, as it ships, into its own target directory (so
+/// the workspace's unified features cannot leak in), and returns the binary.
+fn build_alone(manifest: &Path, package: &str, target: &Path) -> std::path::PathBuf {
+    let status = Command::new(env!("CARGO"))
+        .args(["build", "--release", "--quiet", "-p", package, "--manifest-path"])
+        .arg(manifest)
+        .arg("--target-dir")
+        .arg(target)
+        .status()
+        .expect("cargo runs");
+    assert!(status.success(), "cargo build -p {package} --release failed");
+    target.join("release").join(package)
+}
+
+#[test]
+fn serving_graph_holds_no_training_crate() {
+    assert_eq!(banned_in_graph(&workspace().join("Cargo.toml"), "serving"), Vec::<String>::new());
+}
+
+#[test]
+fn the_trainer_graph_is_seen_as_training() {
+    // The same check on the trainer must find the training crates, or it is checking nothing.
+    let found = banned_in_graph(&workspace().join("Cargo.toml"), "trainer");
+    for expected in ["burn-autodiff", "burn-optim", "polars", "protobuf", "onnx-protobuf"] {
+        assert!(found.iter().any(|f| f == expected), "{expected} not found in the trainer's graph: {found:?}");
+    }
+}
+
+#[test]
+fn serving_release_binary_holds_no_training_symbols() {
+    let binary = build_alone(&workspace().join("Cargo.toml"), "serving", &target_dir().join("serving-alone"));
+    assert_eq!(banned_in_binary(&binary), Vec::<String>::new());
+}
+
+/// A two-crate workspace whose `serving` links a crate named `burn-autodiff`.
+fn write_wrong_workspace(root: &Path) {
+    let write = |path: &str, text: &str| {
+        let path = root.join(path);
+        std::fs::create_dir_all(path.parent().expect("has a parent")).expect("mkdir");
+        std::fs::write(path, text).expect("write");
+    };
+    write("Cargo.toml", "[workspace]\nresolver = \"2\"\nmembers = [\"serving\", \"burn-autodiff\"]\n");
+    write(
+        "serving/Cargo.toml",
+        "[package]\nname = \"serving\"\nversion = \"0.1.0\"\nedition = \"2021\"\n\n[dependencies]\nburn-autodiff = { path = \"../burn-autodiff\" }\n",
+    );
+    write("serving/src/main.rs", "fn main() { println!(\"{}\", burn_autodiff::backward_pass(std::env::args().count() as u64)); }\n");
+    write("burn-autodiff/Cargo.toml", "[package]\nname = \"burn-autodiff\"\nversion = \"0.1.0\"\nedition = \"2021\"\n");
+    write(
+        "burn-autodiff/src/lib.rs",
+        "#[inline(never)]\npub fn backward_pass(x: u64) -> u64 { x.wrapping_mul(6364136223846793005).rotate_left(7) ^ x }\n",
+    );
+}
+
+#[test]
+fn both_checks_fail_on_a_serving_that_links_training_code() {
+    let dir = tempfile::tempdir().expect("temporary directory");
+    write_wrong_workspace(dir.path());
+    let manifest = dir.path().join("Cargo.toml");
+    assert_eq!(banned_in_graph(&manifest, "serving"), vec!["burn-autodiff".to_string()]);
+    let binary = build_alone(&manifest, "serving", &dir.path().join("target"));
+    assert_eq!(banned_in_binary(&binary), vec!["burn_autodiff".to_string()]);
+}
+
+#[test]
+fn the_allow_list_is_exactly_what_burn_requires() {
+    assert!(is_banned("cubecl-runtime") && is_banned("cubecl") && is_banned("polars-core") && is_banned("cubecl_cuda"));
+    assert!(!is_banned("cubecl-common") && !is_banned("burn-ndarray") && !is_banned("serde"));
+}
