@@ -10,6 +10,9 @@ use serde_json::Value;
 use shared_inference::input::{RowBuilder, is_missing_text};
 use shared_inference::{Cell, Predictions, Predictor};
 
+/// One JSON Lines record: its columns, or why the line is not a record.
+type ParsedLine = Result<serde_json::Map<String, Value>, String>;
+
 /// File formats `serving predict` reads and writes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum Format {
@@ -112,7 +115,7 @@ pub fn score(
             let mut line_number = 0u64;
             let mut done = false;
             while !done {
-                let mut objects: Vec<(u64, Result<serde_json::Map<String, Value>, String>)> = Vec::with_capacity(chunk_rows);
+                let mut objects: Vec<(u64, ParsedLine)> = Vec::with_capacity(chunk_rows);
                 while objects.len() < chunk_rows {
                     let Some(line) = lines.next() else {
                         done = true;
@@ -123,17 +126,24 @@ pub fn score(
                     if line.trim().is_empty() {
                         continue;
                     }
-                    objects.push((line_number, match serde_json::from_str::<Value>(&line) {
-                        Ok(Value::Object(map)) => Ok(map),
-                        Ok(other) => Err(format!("expected a JSON object of column -> value, got {other}")),
-                        Err(e) => Err(format!("invalid JSON: {e}")),
-                    }));
+                    objects.push((
+                        line_number,
+                        match serde_json::from_str::<Value>(&line) {
+                            Ok(Value::Object(map)) => Ok(map),
+                            Ok(other) => Err(format!("expected a JSON object of column -> value, got {other}")),
+                            Err(e) => Err(format!("invalid JSON: {e}")),
+                        },
+                    ));
                 }
                 let rows: Vec<Row<'_>> = objects
                     .iter()
                     .map(|(line, object)| match object {
                         Ok(map) => json_row(*line, map, predictor, &options.keep),
-                        Err(message) => Row { line: *line, kept: vec![Value::Null; options.keep.len()], cells: Err(message.clone()) },
+                        Err(message) => Row {
+                            line: *line,
+                            kept: vec![Value::Null; options.keep.len()],
+                            cells: Err(message.clone()),
+                        },
                     })
                     .collect();
                 score_chunk(predictor, rows, &mut writer, &mut summary)?;
@@ -150,12 +160,20 @@ fn column_indices(header: &csv::StringRecord, names: &[String], what: &str) -> a
         .iter()
         .map(|name| match header.iter().position(|h| h == name) {
             Some(i) => Ok(i),
-            None => bail!("the input has no column '{name}' ({what}); its columns are {:?}", header.iter().collect::<Vec<_>>()),
+            None => bail!(
+                "the input has no column '{name}' ({what}); its columns are {:?}",
+                header.iter().collect::<Vec<_>>()
+            ),
         })
         .collect()
 }
 
-fn csv_row<'a>(record: &'a csv::StringRecord, header: &csv::StringRecord, features: &[usize], keep: &[usize]) -> Row<'a> {
+fn csv_row<'a>(
+    record: &'a csv::StringRecord,
+    header: &csv::StringRecord,
+    features: &[usize],
+    keep: &[usize],
+) -> Row<'a> {
     let line = record.position().map_or(0, |p| p.line());
     let kept = keep.iter().map(|&i| Value::from(record.get(i).unwrap_or(""))).collect();
     let cells = if record.len() != header.len() {
@@ -263,7 +281,15 @@ impl<W: Write> OutputWriter<W> {
             }
             Format::Jsonl => (None, Some(std::io::BufWriter::with_capacity(1 << 16, output))),
         };
-        Ok(Self { format: options.output_format, csv, plain, keep: options.keep.clone(), columns, classes, cells: Vec::new() })
+        Ok(Self {
+            format: options.output_format,
+            csv,
+            plain,
+            keep: options.keep.clone(),
+            columns,
+            classes,
+            cells: Vec::new(),
+        })
     }
 
     fn write_prediction(&mut self, kept: &[Value], predictions: &Predictions, row: usize) -> anyhow::Result<()> {

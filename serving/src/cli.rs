@@ -125,7 +125,12 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
         registry.load_version(dir)?;
     }
     for model in registry.all() {
-        tracing::info!(model = model.name, version = model.version, task = model.predictor.schema().task.as_str(), "model loaded");
+        tracing::info!(
+            model = model.name,
+            version = model.version,
+            task = model.predictor.schema().task.as_str(),
+            "model loaded"
+        );
     }
     let limits = Limits {
         max_body_bytes: args.max_body_bytes,
@@ -186,7 +191,8 @@ async fn shutdown_signal() {
 }
 
 fn predict(args: PredictArgs) -> anyhow::Result<u8> {
-    let predictor = Predictor::load(&args.model).with_context(|| format!("loading the model in {}", args.model.display()))?;
+    let predictor =
+        Predictor::load(&args.model).with_context(|| format!("loading the model in {}", args.model.display()))?;
     let input_format = format_for(&args.input, args.format, "--input")?;
     let output_format = if args.output == "-" {
         args.format.unwrap_or(input_format)
@@ -253,6 +259,8 @@ fn format_for(path: &str, flag: Option<Format>, which: &str) -> anyhow::Result<F
     match (Format::from_path(path), flag) {
         (Some(format), _) => Ok(format),
         (None, Some(format)) => Ok(format),
-        (None, None) => bail!("{which} {path}: cannot tell the format from the name; pass --format csv or --format jsonl"),
+        (None, None) => {
+            bail!("{which} {path}: cannot tell the format from the name; pass --format csv or --format jsonl")
+        }
     }
 }

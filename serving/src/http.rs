@@ -77,7 +77,9 @@ pub fn app(state: Arc<AppState>) -> Router {
         .route("/v2/models/{model}/versions/{version}/infer", post(infer_version))
         .route("/v1/models/{target}", get(v1_model).post(v1_predict))
         .route("/metrics", get(metrics))
-        .fallback(|| async { ApiError::not_found("no such endpoint; see the Open Inference Protocol v2 and KServe v1 paths") })
+        .fallback(|| async {
+            ApiError::not_found("no such endpoint; see the Open Inference Protocol v2 and KServe v1 paths")
+        })
         .layer(DefaultBodyLimit::max(body_limit))
         .with_state(state)
 }
@@ -156,7 +158,10 @@ async fn model_metadata(State(state): State<Arc<AppState>>, Path(model): Path<St
     }
 }
 
-async fn model_metadata_version(State(state): State<Arc<AppState>>, Path((model, version)): Path<(String, String)>) -> Response {
+async fn model_metadata_version(
+    State(state): State<Arc<AppState>>,
+    Path((model, version)): Path<(String, String)>,
+) -> Response {
     match state.registry.get(&model, Some(&version)) {
         Ok(m) => json_response(StatusCode::OK, &metadata(&state, m)),
         Err(e) => ApiError::from(e).into_response(),
@@ -165,10 +170,11 @@ async fn model_metadata_version(State(state): State<Arc<AppState>>, Path((model,
 
 fn ready_response(state: &AppState, model: &str, version: Option<&str>) -> Response {
     match state.registry.get(model, version) {
-        Ok(m) => json_response(
-            StatusCode::OK,
-            &json!({ "name": m.name, "version": m.version.to_string(), "ready": state.ready.load(Ordering::SeqCst) }),
-        ),
+        Ok(m) if state.ready.load(Ordering::SeqCst) => {
+            json_response(StatusCode::OK, &json!({ "name": m.name, "version": m.version.to_string(), "ready": true }))
+        }
+        Ok(m) => ApiError::unavailable(format!("model '{}' is not ready: the server is shutting down", m.name))
+            .into_response(),
         Err(e) => ApiError::from(e).into_response(),
     }
 }
@@ -177,7 +183,10 @@ async fn model_ready(State(state): State<Arc<AppState>>, Path(model): Path<Strin
     ready_response(&state, &model, None)
 }
 
-async fn model_ready_version(State(state): State<Arc<AppState>>, Path((model, version)): Path<(String, String)>) -> Response {
+async fn model_ready_version(
+    State(state): State<Arc<AppState>>,
+    Path((model, version)): Path<(String, String)>,
+) -> Response {
     ready_response(&state, &model, Some(&version))
 }
 
@@ -212,7 +221,12 @@ async fn metrics(State(state): State<Arc<AppState>>) -> Response {
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], state.metrics.render()).into_response()
 }
 
-async fn infer(State(state): State<Arc<AppState>>, Path(model): Path<String>, headers: HeaderMap, body: Result<Bytes, BytesRejection>) -> Response {
+async fn infer(
+    State(state): State<Arc<AppState>>,
+    Path(model): Path<String>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Response {
     run_inference(state, Protocol::V2, model, None, headers, body).await
 }
 
@@ -232,10 +246,18 @@ async fn v1_model(State(state): State<Arc<AppState>>, Path(target): Path<String>
     }
 }
 
-async fn v1_predict(State(state): State<Arc<AppState>>, Path(target): Path<String>, headers: HeaderMap, body: Result<Bytes, BytesRejection>) -> Response {
+async fn v1_predict(
+    State(state): State<Arc<AppState>>,
+    Path(target): Path<String>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Response {
     match target.strip_suffix(":predict") {
         Some(model) => run_inference(state, Protocol::V1, model.to_string(), None, headers, body).await,
-        None => ApiError::not_found(format!("POST /v1/models/{target}: the KServe v1 path is /v1/models/<name>:predict")).into_response(),
+        None => {
+            ApiError::not_found(format!("POST /v1/models/{target}: the KServe v1 path is /v1/models/<name>:predict"))
+                .into_response()
+        }
     }
 }
 
@@ -303,10 +325,9 @@ async fn run_inference(
                 tracing::error!(request_id, model = model_name, error = %join_error, "prediction task failed");
                 Err(ApiError::internal())
             }
-            Err(_) => Err(ApiError::unavailable(format!(
-                "request timed out after {} ms",
-                state.limits.timeout.as_millis()
-            ))),
+            Err(_) => {
+                Err(ApiError::unavailable(format!("request timed out after {} ms", state.limits.timeout.as_millis())))
+            }
         }
     }
     .await;
@@ -316,14 +337,33 @@ async fn run_inference(
         Err(error) => {
             let label = error.outcome();
             if error.status.is_server_error() {
-                tracing::warn!(request_id, model = model_name, status = error.status.as_u16(), error = error.message, "request failed");
+                tracing::warn!(
+                    request_id,
+                    model = model_name,
+                    status = error.status.as_u16(),
+                    error = error.message,
+                    "request failed"
+                );
             } else {
-                tracing::info!(request_id, model = model_name, status = error.status.as_u16(), error = error.message, "request rejected");
+                tracing::info!(
+                    request_id,
+                    model = model_name,
+                    status = error.status.as_u16(),
+                    error = error.message,
+                    "request rejected"
+                );
             }
             (error.into_response(), label, 0)
         }
     };
-    tracing::debug!(request_id, model = model_name, protocol = protocol.label(), rows, micros = elapsed.as_micros() as u64, "inference");
+    tracing::debug!(
+        request_id,
+        model = model_name,
+        protocol = protocol.label(),
+        rows,
+        micros = elapsed.as_micros() as u64,
+        "inference"
+    );
     state.metrics.record(&metrics_name, protocol.label(), label, elapsed, rows);
     if let Ok(value) = HeaderValue::from_str(&request_id) {
         response.headers_mut().insert("x-request-id", value);
@@ -336,10 +376,8 @@ fn predict_v2(model: &LoadedModel, body: &[u8], header_length: Option<&str>) -> 
     let request = oip::parse_request(json_part)?;
     let plan = oip::plan_outputs(model, &request)?;
     let batch = oip::decode_inputs(model, &request, binary)?;
-    let predictions = model
-        .predictor
-        .predict(&batch)
-        .map_err(|e| ApiError::bad_request(format!("model '{}': {e}", model.name)))?;
+    let predictions =
+        model.predictor.predict(&batch).map_err(|e| ApiError::bad_request(format!("model '{}': {e}", model.name)))?;
     let encoded = oip::encode_response(model, request.id.as_deref(), &plan, &predictions);
     let rows = predictions.n_rows();
     let response = if encoded.binary.is_empty() {
@@ -349,7 +387,10 @@ fn predict_v2(model: &LoadedModel, body: &[u8], header_length: Option<&str>) -> 
         let mut body = encoded.json;
         body.extend_from_slice(&encoded.binary);
         (
-            [(header::CONTENT_TYPE, "application/octet-stream"), (header::HeaderName::from_static(oip::INFERENCE_HEADER), json_length.as_str())],
+            [
+                (header::CONTENT_TYPE, "application/octet-stream"),
+                (header::HeaderName::from_static(oip::INFERENCE_HEADER), json_length.as_str()),
+            ],
             body,
         )
             .into_response()
@@ -360,10 +401,11 @@ fn predict_v2(model: &LoadedModel, body: &[u8], header_length: Option<&str>) -> 
 fn predict_v1(model: &LoadedModel, body: &[u8]) -> Result<Answer, ApiError> {
     let request = v1::parse_request(body)?;
     let batch = v1::decode_instances(model, &request)?;
-    let predictions = model
-        .predictor
-        .predict(&batch)
-        .map_err(|e| ApiError::bad_request(format!("model '{}': {e}", model.name)))?;
+    let predictions =
+        model.predictor.predict(&batch).map_err(|e| ApiError::bad_request(format!("model '{}': {e}", model.name)))?;
     let body = v1::encode_response(model, &predictions);
-    Ok(Answer { response: ([(header::CONTENT_TYPE, "application/json")], body).into_response(), rows: predictions.n_rows() })
+    Ok(Answer {
+        response: ([(header::CONTENT_TYPE, "application/json")], body).into_response(),
+        rows: predictions.n_rows(),
+    })
 }

@@ -50,7 +50,9 @@ impl Metrics {
     /// Records one finished inference request. `model` must be a served model's name (or a
     /// fixed placeholder), never a client-chosen string, to keep label cardinality bounded.
     pub fn record(&self, model: &str, protocol: &'static str, outcome: &'static str, elapsed: Duration, rows: usize) {
-        let Ok(mut c) = self.counters.lock() else { return };
+        let Ok(mut c) = self.counters.lock() else {
+            return;
+        };
         *c.requests.entry((model.to_string(), protocol, outcome)).or_default() += 1;
         let h = c.latency.entry(model.to_string()).or_default();
         let seconds = elapsed.as_secs_f64();
@@ -68,19 +70,28 @@ impl Metrics {
 
     pub fn render(&self) -> String {
         let mut out = String::new();
-        let Ok(c) = self.counters.lock() else { return out };
+        let Ok(c) = self.counters.lock() else {
+            return out;
+        };
         out.push_str("# HELP serving_requests_total Inference requests by model, protocol and outcome.\n");
         out.push_str("# TYPE serving_requests_total counter\n");
         for ((model, protocol, outcome), n) in &c.requests {
-            let _ = writeln!(out, "serving_requests_total{{model=\"{model}\",protocol=\"{protocol}\",outcome=\"{outcome}\"}} {n}");
+            let _ = writeln!(
+                out,
+                "serving_requests_total{{model=\"{model}\",protocol=\"{protocol}\",outcome=\"{outcome}\"}} {n}"
+            );
         }
         out.push_str("# HELP serving_request_duration_seconds Inference request latency, body read to response.\n");
         out.push_str("# TYPE serving_request_duration_seconds histogram\n");
         for (model, h) in &c.latency {
             for (bound, count) in BUCKETS_SECONDS.iter().zip(h.counts) {
-                let _ = writeln!(out, "serving_request_duration_seconds_bucket{{model=\"{model}\",le=\"{bound}\"}} {count}");
+                let _ = writeln!(
+                    out,
+                    "serving_request_duration_seconds_bucket{{model=\"{model}\",le=\"{bound}\"}} {count}"
+                );
             }
-            let _ = writeln!(out, "serving_request_duration_seconds_bucket{{model=\"{model}\",le=\"+Inf\"}} {}", h.count);
+            let _ =
+                writeln!(out, "serving_request_duration_seconds_bucket{{model=\"{model}\",le=\"+Inf\"}} {}", h.count);
             let _ = writeln!(out, "serving_request_duration_seconds_sum{{model=\"{model}\"}} {}", h.sum_seconds);
             let _ = writeln!(out, "serving_request_duration_seconds_count{{model=\"{model}\"}} {}", h.count);
         }

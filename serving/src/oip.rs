@@ -109,6 +109,21 @@ impl DataType {
         !matches!(self, Self::Bool | Self::Bytes | Self::F16 | Self::Bf16)
     }
 
+    /// The inclusive range an integer datatype can hold, `None` for floating point.
+    fn integer_range(self) -> Option<(f64, f64)> {
+        Some(match self {
+            Self::U8 => (0.0, f64::from(u8::MAX)),
+            Self::U16 => (0.0, f64::from(u16::MAX)),
+            Self::U32 => (0.0, f64::from(u32::MAX)),
+            Self::U64 => (0.0, u64::MAX as f64),
+            Self::I8 => (f64::from(i8::MIN), f64::from(i8::MAX)),
+            Self::I16 => (f64::from(i16::MIN), f64::from(i16::MAX)),
+            Self::I32 => (f64::from(i32::MIN), f64::from(i32::MAX)),
+            Self::I64 => (i64::MIN as f64, i64::MAX as f64),
+            _ => return None,
+        })
+    }
+
     fn width(self) -> usize {
         match self {
             Self::Bool | Self::U8 | Self::I8 => 1,
@@ -132,7 +147,11 @@ const NUMERIC_TYPES: &str = "FP32, FP64, INT8, INT16, INT32, INT64, UINT8, UINT1
 
 /// Decodes a request's inputs into the model's columns. `binary` is the tensor section that
 /// follows the JSON header (empty without the binary extension).
-pub fn decode_inputs<'a>(model: &LoadedModel, request: &'a InferRequest, binary: &'a [u8]) -> Result<ColumnBatch<'a>, ApiError> {
+pub fn decode_inputs<'a>(
+    model: &LoadedModel,
+    request: &'a InferRequest,
+    binary: &'a [u8],
+) -> Result<ColumnBatch<'a>, ApiError> {
     let schema = model.predictor.schema();
     let name = &model.name;
     let mut columns: Vec<Option<ColumnValues<'a>>> = vec![None; schema.features.len()];
@@ -147,7 +166,10 @@ pub fn decode_inputs<'a>(model: &LoadedModel, request: &'a InferRequest, binary:
             )));
         };
         if columns[index].is_some() {
-            return Err(ApiError::bad_request(format!("input '{}' appears twice in the request for model '{name}'", input.name)));
+            return Err(ApiError::bad_request(format!(
+                "input '{}' appears twice in the request for model '{name}'",
+                input.name
+            )));
         }
         let kind = schema.features[index].kind;
         let datatype = DataType::parse(&input.datatype).ok_or_else(|| {
@@ -200,7 +222,7 @@ pub fn decode_inputs<'a>(model: &LoadedModel, request: &'a InferRequest, binary:
                 cursor = end;
                 decode_binary(&input.name, datatype, bytes, n)?
             }
-            (None, Some(data)) => decode_json(&input.name, datatype, data, n)?,
+            (None, Some(data)) => decode_json(name, input, datatype, data, n)?,
             (None, None) => {
                 return Err(ApiError::bad_request(format!(
                     "input '{}' has neither 'data' nor a 'binary_data_size' parameter",
@@ -216,13 +238,8 @@ pub fn decode_inputs<'a>(model: &LoadedModel, request: &'a InferRequest, binary:
             binary.len()
         )));
     }
-    let missing: Vec<&str> = schema
-        .features
-        .iter()
-        .zip(&columns)
-        .filter(|(_, c)| c.is_none())
-        .map(|(s, _)| s.name.as_str())
-        .collect();
+    let missing: Vec<&str> =
+        schema.features.iter().zip(&columns).filter(|(_, c)| c.is_none()).map(|(s, _)| s.name.as_str()).collect();
     if !missing.is_empty() {
         return Err(ApiError::bad_request(format!(
             "expected {} inputs but got {} inputs for model '{name}'. Missing required input(s) {missing:?}",
@@ -242,17 +259,21 @@ fn rows_of_shape(shape: &[i64]) -> Option<usize> {
     }
 }
 
-fn decode_json<'a>(input: &str, datatype: DataType, data: &'a Value, n: usize) -> Result<ColumnValues<'a>, ApiError> {
-    if matches!(datatype, DataType::F16 | DataType::Bf16) {
-        return Err(ApiError::bad_request(format!(
-            "input '{input}': {datatype:?} cannot be sent as JSON numbers; use FP32 or the binary extension"
-        )));
-    }
-    let mut flat = Vec::with_capacity(n);
+fn decode_json<'a>(
+    model: &str,
+    tensor: &InputTensor,
+    datatype: DataType,
+    data: &'a Value,
+    n: usize,
+) -> Result<ColumnValues<'a>, ApiError> {
+    let input = tensor.name.as_str();
+    // Never size a buffer from the declared shape: it is untrusted and may be huge.
+    let mut flat = Vec::new();
     flatten(data, &mut flat);
     if flat.len() != n {
         return Err(ApiError::bad_request(format!(
-            "input '{input}' has shape [{n}] ({n} elements) but its data holds {} elements",
+            "input '{input}' for model '{model}' has shape {:?} ({n} elements) but its data holds {} elements",
+            tensor.shape,
             flat.len()
         )));
     }
@@ -276,11 +297,19 @@ fn decode_json<'a>(input: &str, datatype: DataType, data: &'a Value, n: usize) -
         .map(|(row, v)| match v {
             Value::Number(number) => {
                 let x = number.as_f64().unwrap_or(f64::NAN);
-                let integral = !matches!(datatype, DataType::F32 | DataType::F64);
-                if integral && x.fract() != 0.0 {
-                    return Err(ApiError::bad_request(format!(
-                        "input '{input}', element {row}: {number} is not an integer but the datatype is {datatype:?}"
-                    )));
+                if let Some((low, high)) = datatype.integer_range() {
+                    if x.fract() != 0.0 {
+                        return Err(ApiError::bad_request(format!(
+                            "input '{input}', element {row}: {number} is not an integer but the datatype is {}",
+                            tensor.datatype
+                        )));
+                    }
+                    if x < low || x > high {
+                        return Err(ApiError::bad_request(format!(
+                            "input '{input}', element {row}: {number} is out of range for {}",
+                            tensor.datatype
+                        )));
+                    }
                 }
                 // An FP32 tensor carries f32 values, whichever way it travels.
                 Ok(if datatype == DataType::F32 { f64::from(x as f32) } else { x })
@@ -303,7 +332,8 @@ fn flatten<'a>(value: &'a Value, out: &mut Vec<&'a Value>) {
 
 fn decode_binary<'a>(input: &str, datatype: DataType, bytes: &'a [u8], n: usize) -> Result<ColumnValues<'a>, ApiError> {
     if datatype == DataType::Bytes {
-        let mut values = Vec::with_capacity(n);
+        // Each element takes at least its 4-byte length prefix, which bounds a believable count.
+        let mut values = Vec::with_capacity(n.min(bytes.len() / 4));
         let mut rest = bytes;
         for row in 0..n {
             let bad = || ApiError::bad_request(format!("input '{input}': binary BYTES data ends inside element {row}"));
@@ -328,10 +358,10 @@ fn decode_binary<'a>(input: &str, datatype: DataType, bytes: &'a [u8], n: usize)
         return Err(ApiError::bad_request(format!("input '{input}': {datatype:?} is not supported; send FP32")));
     }
     let width = datatype.width();
-    if bytes.len() != n * width {
+    if n.checked_mul(width) != Some(bytes.len()) {
         return Err(ApiError::bad_request(format!(
             "input '{input}': {n} elements of {datatype:?} need {} bytes, got {}",
-            n * width,
+            n.saturating_mul(width),
             bytes.len()
         )));
     }
@@ -428,7 +458,12 @@ struct InferResponse<'a> {
     outputs: Vec<OutputTensor<'a>>,
 }
 
-pub fn encode_response(model: &LoadedModel, id: Option<&str>, plan: &OutputPlan, predictions: &Predictions) -> EncodedResponse {
+pub fn encode_response(
+    model: &LoadedModel,
+    id: Option<&str>,
+    plan: &OutputPlan,
+    predictions: &Predictions,
+) -> EncodedResponse {
     let n = predictions.n_rows();
     let mut outputs = Vec::with_capacity(plan.outputs.len());
     let mut binary = Vec::new();

@@ -28,7 +28,8 @@ impl Registry {
     /// Loads every version of every model under `root`.
     pub fn load_repository(root: &Path) -> anyhow::Result<Self> {
         let mut registry = Registry::default();
-        let entries = std::fs::read_dir(root).with_context(|| format!("reading model repository {}", root.display()))?;
+        let entries =
+            std::fs::read_dir(root).with_context(|| format!("reading model repository {}", root.display()))?;
         for entry in entries {
             let entry = entry?;
             if !entry.file_type()?.is_dir() || entry.file_name().to_string_lossy().starts_with('.') {
@@ -43,7 +44,10 @@ impl Registry {
             }
         }
         if registry.models.is_empty() {
-            bail!("model repository {} holds no model versions (expected <name>/<version>/manifest.json)", root.display());
+            bail!(
+                "model repository {} holds no model versions (expected <name>/<version>/manifest.json)",
+                root.display()
+            );
         }
         Ok(registry)
     }
@@ -97,7 +101,9 @@ pub enum LookupError {
 impl std::fmt::Display for LookupError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            LookupError::UnknownModel(name) => write!(f, "Request for unknown model: '{name}' is not found"),
+            LookupError::UnknownModel(name) => {
+                write!(f, "Request for unknown model: '{name}' is not found")
+            }
             LookupError::UnknownVersion { model, version } => {
                 write!(f, "Request for unknown model: '{model}' version {version} is not found")
             }

@@ -16,7 +16,8 @@ pub struct V1Request {
 }
 
 pub fn parse_request(body: &[u8]) -> Result<V1Request, ApiError> {
-    serde_json::from_slice(body).map_err(|e| ApiError::bad_request(format!("failed to parse the request JSON buffer: {e}")))
+    serde_json::from_slice(body)
+        .map_err(|e| ApiError::bad_request(format!("failed to parse the request JSON buffer: {e}")))
 }
 
 /// One instance's value as a raw cell.

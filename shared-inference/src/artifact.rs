@@ -82,13 +82,9 @@ impl Manifest {
         let version: Version = serde_json::from_slice(bytes)
             .map_err(|e| ArtifactError::Manifest(format!("{e} (is this a manifest.json?)")))?;
         if version.format_version != FORMAT_VERSION {
-            return Err(ArtifactError::UnsupportedFormat {
-                found: version.format_version,
-                supported: FORMAT_VERSION,
-            });
+            return Err(ArtifactError::UnsupportedFormat { found: version.format_version, supported: FORMAT_VERSION });
         }
-        let manifest: Manifest =
-            serde_json::from_slice(bytes).map_err(|e| ArtifactError::Manifest(e.to_string()))?;
+        let manifest: Manifest = serde_json::from_slice(bytes).map_err(|e| ArtifactError::Manifest(e.to_string()))?;
         manifest.validate()?;
         Ok(manifest)
     }
@@ -109,7 +105,11 @@ impl Manifest {
                     | (ColumnKind::Categorical, FittedColumn::Categorical { .. })
             );
             if spec.name != fitted.name() || !same_kind {
-                return bad(format!("schema column '{}' does not match preprocessing column '{}'", spec.name, fitted.name()));
+                return bad(format!(
+                    "schema column '{}' does not match preprocessing column '{}'",
+                    spec.name,
+                    fitted.name()
+                ));
             }
             if let FittedColumn::Categorical { categories, .. } = fitted
                 && categories.is_empty()
@@ -128,7 +128,8 @@ impl Manifest {
             Task::Regression => 1,
             _ => self.labels.len(),
         };
-        if self.network.n_outputs != expected_outputs || (self.schema.task.is_classification() && expected_outputs < 2) {
+        if self.network.n_outputs != expected_outputs || (self.schema.task.is_classification() && expected_outputs < 2)
+        {
             return bad(format!(
                 "task {} with {} labels does not fit a network with {} outputs",
                 self.schema.task.as_str(),
@@ -160,13 +161,15 @@ impl Artifact {
 
     /// Reads `manifest.json` and the weights file it names from a version directory.
     pub fn read_dir(dir: &Path) -> Result<Self, ArtifactError> {
-        let read = |path: &Path| {
-            std::fs::read(path).map_err(|source| ArtifactError::Io { path: path.to_path_buf(), source })
-        };
+        let read =
+            |path: &Path| std::fs::read(path).map_err(|source| ArtifactError::Io { path: path.to_path_buf(), source });
         let manifest_json = read(&dir.join(MANIFEST_FILE))?;
         let manifest = Manifest::from_json(&manifest_json)?;
         if manifest.weights.file.contains(['/', '\\']) {
-            return Err(ArtifactError::Manifest(format!("weights file '{}' must be a plain file name", manifest.weights.file)));
+            return Err(ArtifactError::Manifest(format!(
+                "weights file '{}' must be a plain file name",
+                manifest.weights.file
+            )));
         }
         let weights = read(&dir.join(&manifest.weights.file))?;
         Self::from_parts(&manifest_json, weights)
@@ -185,9 +188,7 @@ impl Artifact {
 
 /// Serializes a model's weights the way [`Artifact::model`] reads them.
 pub fn record_weights<B: Backend>(model: Mlp<B>) -> Result<Vec<u8>, ArtifactError> {
-    WeightsRecorder::default()
-        .record(model.into_record(), ())
-        .map_err(|e| ArtifactError::Weights(e.to_string()))
+    WeightsRecorder::default().record(model.into_record(), ()).map_err(|e| ArtifactError::Weights(e.to_string()))
 }
 
 fn check_shapes<B: Backend>(model: &Mlp<B>, config: &MlpConfig) -> Result<(), ArtifactError> {

@@ -33,8 +33,12 @@ impl InputError {
     /// line number, say).
     pub fn detail(&self) -> String {
         match self {
-            Self::NotANumber { column, got, .. } => format!("column '{column}': expected a number, got {got}"),
-            Self::NotText { column, got, .. } => format!("column '{column}': expected text (a category), got {got}"),
+            Self::NotANumber { column, got, .. } => {
+                format!("column '{column}': expected a number, got {got}")
+            }
+            Self::NotText { column, got, .. } => {
+                format!("column '{column}': expected text (a category), got {got}")
+            }
             Self::UnknownCategory { column, value, known, .. } => {
                 format!("column '{column}': unknown category '{value}'; known categories: {known:?}")
             }
@@ -45,9 +49,7 @@ impl InputError {
     /// The zero-based row the error is about, when it is about one row.
     pub fn row(&self) -> Option<usize> {
         match self {
-            Self::NotANumber { row, .. }
-            | Self::NotText { row, .. }
-            | Self::UnknownCategory { row, .. } => Some(*row),
+            Self::NotANumber { row, .. } | Self::NotText { row, .. } | Self::UnknownCategory { row, .. } => Some(*row),
             _ => None,
         }
     }

@@ -160,11 +160,7 @@ impl<'s, 'a> RowBuilder<'s, 'a> {
             if spec.kind == ColumnKind::Numeric {
                 numbers.push(parse_number(&spec.name, row, *cell)?);
             } else if let Cell::Number(n) = cell {
-                return Err(InputError::NotText {
-                    column: spec.name.clone(),
-                    row,
-                    got: format!("the number {n}"),
-                });
+                return Err(InputError::NotText { column: spec.name.clone(), row, got: format!("the number {n}") });
             }
         }
         let mut numbers = numbers.into_iter();

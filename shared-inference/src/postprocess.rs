@@ -11,8 +11,14 @@ use serde::{Deserialize, Serialize};
 pub enum TargetTransform {
     /// Classification: nothing to undo.
     None,
-    Standardize { mean: f64, std: f64 },
-    LogStandardize { mean: f64, std: f64 },
+    Standardize {
+        mean: f64,
+        std: f64,
+    },
+    LogStandardize {
+        mean: f64,
+        std: f64,
+    },
 }
 
 impl TargetTransform {
@@ -93,10 +99,7 @@ pub fn classification(logits: &[f32], n_classes: usize) -> Predictions {
         let exps: Vec<f64> = row.iter().map(|&l| f64::from(l - max).exp()).collect();
         let sum: f64 = exps.iter().sum();
         probabilities.extend(exps.iter().map(|e| (e / sum) as f32));
-        let label = row
-            .iter()
-            .enumerate()
-            .fold(0, |best, (i, &l)| if l > row[best] { i } else { best });
+        let label = row.iter().enumerate().fold(0, |best, (i, &l)| if l > row[best] { i } else { best });
         labels.push(label);
     }
     Predictions::Classification { probabilities, labels, n_classes }

@@ -7,13 +7,13 @@ use std::path::Path;
 use burn_core::tensor::{Tensor, TensorData};
 use burn_ndarray::{NdArray, NdArrayDevice};
 
+use crate::Manifest;
 use crate::artifact::Artifact;
 use crate::error::{ArtifactError, InputError};
 use crate::input::{Cell, ColumnBatch};
 use crate::model::Mlp;
 use crate::postprocess::{self, Predictions};
 use crate::schema::{Schema, Task};
-use crate::Manifest;
 
 /// The backend every prediction runs on: burn-ndarray, single-threaded, f32.
 pub type CpuBackend = NdArray<f32>;

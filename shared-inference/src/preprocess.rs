@@ -161,11 +161,9 @@ mod tests {
 
     fn check(mass: f64, island: Option<&str>, expected: [f32; 4]) {
         let (schema, pre) = fixture(UnknownCategoryPolicy::Error);
-        let batch = ColumnBatch::new(
-            &schema,
-            vec![ColumnValues::Numeric(vec![mass]), ColumnValues::Categorical(vec![island])],
-        )
-        .expect("valid batch");
+        let batch =
+            ColumnBatch::new(&schema, vec![ColumnValues::Numeric(vec![mass]), ColumnValues::Categorical(vec![island])])
+                .expect("valid batch");
         assert_eq!(pre.transform(&batch).expect("known values"), expected);
     }
 

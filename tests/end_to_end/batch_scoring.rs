@@ -37,8 +37,8 @@ fn bad_csv_rows_are_reported_in_place_and_scoring_goes_on() {
         "b,Adelie,Atlantis,39.1,18.7,181,3750,male,2007".to_string(), // unknown category
         format!("c,{GOOD}"),
         "d,Adelie,Dream,forty,18.7,181,3750,male,2007".to_string(), // text in a numeric column
-        "e,Adelie,Dream,39.1,18.7".to_string(),                      // too few fields
-        "f,Gentoo,Biscoe,NA,NA,NA,NA,NA,2008".to_string(),            // missing values are imputed
+        "e,Adelie,Dream,39.1,18.7".to_string(),                     // too few fields
+        "f,Gentoo,Biscoe,NA,NA,NA,NA,NA,2008".to_string(),          // missing values are imputed
     ];
     let input = format!("{header}\n{}\n", rows.join("\n"));
     let (output, written) = score("in.csv", &input, &["--keep", "id"]);
@@ -54,9 +54,17 @@ fn bad_csv_rows_are_reported_in_place_and_scoring_goes_on() {
     assert_eq!(ids, ["a", "b", "c", "d", "e", "f"], "one output row per input row, in order");
     let errors: Vec<&str> = records.iter().map(|r| &r[5]).collect();
     assert_eq!(errors[0], "");
-    assert!(errors[1].starts_with("line 3: ") && errors[1].contains("'island'") && errors[1].contains("'Atlantis'"), "{}", errors[1]);
+    assert!(
+        errors[1].starts_with("line 3: ") && errors[1].contains("'island'") && errors[1].contains("'Atlantis'"),
+        "{}",
+        errors[1]
+    );
     assert_eq!(errors[2], "");
-    assert!(errors[3].starts_with("line 5: ") && errors[3].contains("'bill_length_mm'") && errors[3].contains("'forty'"), "{}", errors[3]);
+    assert!(
+        errors[3].starts_with("line 5: ") && errors[3].contains("'bill_length_mm'") && errors[3].contains("'forty'"),
+        "{}",
+        errors[3]
+    );
     assert!(errors[4].starts_with("line 6: ") && errors[4].contains("fields"), "{}", errors[4]);
     assert_eq!(errors[5], "");
     for good in [0, 2, 5] {

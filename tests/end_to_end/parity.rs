@@ -9,7 +9,7 @@ use std::time::Duration;
 use serde_json::{Value, json};
 use serving::{AppState, Limits, Registry};
 
-use crate::support::{binary, repository, test_split_csv};
+use crate::support::{binary, repository, shipped_serving, test_split_csv};
 
 /// Reads a predictions CSV (as both binaries write it) into its header and rows of cells.
 fn read_predictions(path: &std::path::Path) -> (Vec<String>, Vec<Vec<String>>) {
@@ -36,7 +36,9 @@ fn test_rows(path: &std::path::Path, predictor: &shared_inference::Predictor) ->
                     let text = &record[header.iter().position(|h| *h == spec.name).expect("feature column")];
                     let value = match (spec.kind, text) {
                         (_, "NA" | "") => Value::Null,
-                        (shared_inference::ColumnKind::Numeric, t) => json!(t.parse::<f64>().expect("number")),
+                        (shared_inference::ColumnKind::Numeric, t) => {
+                            json!(t.parse::<f64>().expect("number"))
+                        }
                         (shared_inference::ColumnKind::Categorical, t) => json!(t),
                     };
                     (spec.name.clone(), value)
@@ -63,7 +65,11 @@ fn v2_request(rows: &[serde_json::Map<String, Value>], predictor: &shared_infere
     json!({ "inputs": inputs })
 }
 
-async fn post(app: axum::Router, path: &str, body: Vec<u8>) -> (axum::http::StatusCode, axum::http::HeaderMap, Vec<u8>) {
+async fn post(
+    app: axum::Router,
+    path: &str,
+    body: Vec<u8>,
+) -> (axum::http::StatusCode, axum::http::HeaderMap, Vec<u8>) {
     use http_body_util::BodyExt;
     use tower::ServiceExt;
     let request = axum::http::Request::post(path).body(axum::body::Body::from(body)).expect("request");
@@ -100,23 +106,27 @@ fn check_model(name: &str) {
     let (trainer_header, expected) = read_predictions(&trainer_out);
     assert!(expected.len() > 50, "{name}: test split has {} rows", expected.len());
 
-    // 2. Offline scoring, through the serving binary.
-    let serving_out = dir.path().join("serving.csv");
-    let status = Command::new(binary("serving"))
-        .arg("predict")
-        .arg("--model")
-        .arg(&model_dir)
-        .arg("--input")
-        .arg(&test_csv)
-        .arg("--output")
-        .arg(&serving_out)
-        .status()
-        .expect("serving runs");
-    assert!(status.success(), "serving predict failed");
-    let (serving_header, scored) = read_predictions(&serving_out);
-    assert_eq!(&serving_header[..trainer_header.len()], &trainer_header[..]);
-    let scored: Vec<Vec<String>> = scored.into_iter().map(|r| r[..trainer_header.len()].to_vec()).collect();
-    assert_eq!(scored, expected, "{name}: serving predict differs from trainer evaluate");
+    // 2. Offline scoring, through the serving binary: the one built with the workspace and the
+    //    one built alone as it ships (features unify differently; the numbers must not change).
+    for serving in [binary("serving"), shipped_serving()] {
+        let serving_out = dir.path().join("serving.csv");
+        let status = Command::new(&serving)
+            .arg("predict")
+            .arg("--model")
+            .arg(&model_dir)
+            .arg("--input")
+            .arg(&test_csv)
+            .arg("--output")
+            .arg(&serving_out)
+            .arg("--quiet")
+            .status()
+            .expect("serving runs");
+        assert!(status.success(), "{} predict failed", serving.display());
+        let (serving_header, scored) = read_predictions(&serving_out);
+        assert_eq!(&serving_header[..trainer_header.len()], &trainer_header[..]);
+        let scored: Vec<Vec<String>> = scored.into_iter().map(|r| r[..trainer_header.len()].to_vec()).collect();
+        assert_eq!(scored, expected, "{name}: {} predict differs from trainer evaluate", serving.display());
+    }
 
     // 3. HTTP, through the router: v2 JSON, v2 binary outputs, v1 records.
     let mut registry = Registry::default();
@@ -133,28 +143,39 @@ fn check_model(name: &str) {
     runtime.block_on(async {
         let app = serving::app(Arc::clone(&state));
         let request = v2_request(&rows, predictor);
-        let (status, _, body) = post(app.clone(), &format!("/v2/models/{name}/infer"), request.to_string().into_bytes()).await;
+        let (status, _, body) =
+            post(app.clone(), &format!("/v2/models/{name}/infer"), request.to_string().into_bytes()).await;
         assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
         let response: Value = serde_json::from_slice(&body).expect("JSON");
-        let output = |n: &str| response["outputs"].as_array().expect("outputs").iter().find(|o| o["name"] == n).cloned();
-        let floats_of = |v: &Value| -> Vec<f32> { v["data"].as_array().expect("data").iter().map(|x| x.as_f64().expect("number") as f32).collect() };
+        let output =
+            |n: &str| response["outputs"].as_array().expect("outputs").iter().find(|o| o["name"] == n).cloned();
+        let floats_of = |v: &Value| -> Vec<f32> {
+            v["data"].as_array().expect("data").iter().map(|x| x.as_f64().expect("number") as f32).collect()
+        };
         let json_cells: Vec<Vec<String>> = if classification {
             let labels = output("label").expect("label output");
             let probabilities = floats_of(&output("probabilities").expect("probabilities output"));
             (0..rows.len())
-                .map(|r| cells_from_floats(labels["data"][r].as_str(), &probabilities[r * n_outputs..(r + 1) * n_outputs]))
+                .map(|r| {
+                    cells_from_floats(labels["data"][r].as_str(), &probabilities[r * n_outputs..(r + 1) * n_outputs])
+                })
                 .collect()
         } else {
-            floats_of(&output("prediction").expect("prediction output")).iter().map(|p| cells_from_floats(None, &[*p])).collect()
+            floats_of(&output("prediction").expect("prediction output"))
+                .iter()
+                .map(|p| cells_from_floats(None, &[*p]))
+                .collect()
         };
         assert_eq!(json_cells, expected, "{name}: v2 JSON differs from trainer evaluate");
 
         // Binary outputs carry the raw f32 bits.
         let mut binary_request = request.clone();
         binary_request["parameters"] = json!({ "binary_data_output": true });
-        let (status, headers, body) = post(app.clone(), &format!("/v2/models/{name}/infer"), binary_request.to_string().into_bytes()).await;
+        let (status, headers, body) =
+            post(app.clone(), &format!("/v2/models/{name}/infer"), binary_request.to_string().into_bytes()).await;
         assert_eq!(status, 200);
-        let json_length: usize = headers["inference-header-content-length"].to_str().expect("ascii").parse().expect("length");
+        let json_length: usize =
+            headers["inference-header-content-length"].to_str().expect("ascii").parse().expect("length");
         let header: Value = serde_json::from_slice(&body[..json_length]).expect("JSON header");
         let mut tensors = &body[json_length..];
         let mut floats = Vec::new();

@@ -76,7 +76,9 @@ fn v2_binary_penguins_request() -> (Vec<u8>, usize) {
         inputs.push(json!({ "name": name, "datatype": datatype, "shape": [2], "parameters": { "binary_data_size": bytes.len() } }));
         tensors.extend(bytes);
     };
-    let texts = |values: [&str; 2]| values.iter().flat_map(|v| (v.len() as u32).to_le_bytes().into_iter().chain(v.bytes())).collect::<Vec<u8>>();
+    let texts = |values: [&str; 2]| {
+        values.iter().flat_map(|v| (v.len() as u32).to_le_bytes().into_iter().chain(v.bytes())).collect::<Vec<u8>>()
+    };
     let floats = |values: [f32; 2]| values.iter().flat_map(|v| v.to_le_bytes()).collect::<Vec<u8>>();
     add("island", "BYTES", texts(["Biscoe", "Torgersen"]));
     add("bill_length_mm", "FP32", floats([47.5, 38.9]));
@@ -85,7 +87,9 @@ fn v2_binary_penguins_request() -> (Vec<u8>, usize) {
     add("body_mass_g", "FP32", floats([5200.0, 3600.0]));
     add("sex", "BYTES", texts(["male", "female"]));
     add("year", "FP32", floats([2008.0, 2009.0]));
-    let header = json!({ "id": "binary-1", "inputs": inputs, "parameters": { "binary_data_output": true } }).to_string().into_bytes();
+    let header = json!({ "id": "binary-1", "inputs": inputs, "parameters": { "binary_data_output": true } })
+        .to_string()
+        .into_bytes();
     let json_length = header.len();
     let mut body = header;
     body.extend(tensors);
@@ -99,7 +103,13 @@ fn real_binary_serves_v1_and_v2_and_drains_on_sigterm() {
 
     // KServe v1 records.
     let body = json!({ "instances": [diamonds_record(1), diamonds_record(2)] }).to_string();
-    let r = answered(send(addr, "POST", "/v1/models/diamonds:predict", &[("Content-Type", "application/json")], body.as_bytes()));
+    let r = answered(send(
+        addr,
+        "POST",
+        "/v1/models/diamonds:predict",
+        &[("Content-Type", "application/json")],
+        body.as_bytes(),
+    ));
     assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
     let predictions = r.json()["predictions"].as_array().expect("predictions").clone();
     assert_eq!(predictions.len(), 2);
@@ -124,12 +134,24 @@ fn real_binary_serves_v1_and_v2_and_drains_on_sigterm() {
 
     // v2 with binary tensors both ways.
     let (body, json_length) = v2_binary_penguins_request();
-    let r = answered(send(addr, "POST", "/v2/models/penguins/versions/1/infer", &[("Inference-Header-Content-Length", &json_length.to_string())], &body));
+    let r = answered(send(
+        addr,
+        "POST",
+        "/v2/models/penguins/versions/1/infer",
+        &[("Inference-Header-Content-Length", &json_length.to_string())],
+        &body,
+    ));
     assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
-    let header_length: usize = r.header("inference-header-content-length").expect("binary response header").parse().expect("number");
+    let header_length: usize =
+        r.header("inference-header-content-length").expect("binary response header").parse().expect("number");
     let header: Value = serde_json::from_slice(&r.body[..header_length]).expect("JSON header");
     assert_eq!(header["id"], "binary-1");
-    let sizes: usize = header["outputs"].as_array().expect("outputs").iter().map(|o| o["parameters"]["binary_data_size"].as_u64().expect("size") as usize).sum();
+    let sizes: usize = header["outputs"]
+        .as_array()
+        .expect("outputs")
+        .iter()
+        .map(|o| o["parameters"]["binary_data_size"].as_u64().expect("size") as usize)
+        .sum();
     assert_eq!(r.body.len() - header_length, sizes);
     let labels_size = header["outputs"][0]["parameters"]["binary_data_size"].as_u64().expect("size") as usize;
     let labels = &r.body[header_length..header_length + labels_size];
@@ -142,7 +164,8 @@ fn real_binary_serves_v1_and_v2_and_drains_on_sigterm() {
     let signal_sent: Arc<Mutex<Option<Instant>>> = Arc::new(Mutex::new(None));
     let clients: Vec<_> = (0..4)
         .map(|_| {
-            let (batch, stop, completed, signal_sent) = (batch.clone(), stop.clone(), completed.clone(), signal_sent.clone());
+            let (batch, stop, completed, signal_sent) =
+                (batch.clone(), stop.clone(), completed.clone(), signal_sent.clone());
             std::thread::spawn(move || {
                 let mut ok_after_signal = 0;
                 let mut failures = Vec::new();
@@ -163,7 +186,9 @@ fn real_binary_serves_v1_and_v2_and_drains_on_sigterm() {
                                 ok_after_signal += 1;
                             }
                         }
-                        Outcome::Answered(r) => failures.push(format!("status {}: {}", r.status, String::from_utf8_lossy(&r.body))),
+                        Outcome::Answered(r) => {
+                            failures.push(format!("status {}: {}", r.status, String::from_utf8_lossy(&r.body)))
+                        }
                         Outcome::Broken(e) => failures.push(format!("broken response: {e}")),
                         // Refused or closed before any byte: the server had stopped accepting.
                         Outcome::NotAnswered(reason) => {

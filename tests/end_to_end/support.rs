@@ -4,6 +4,7 @@
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
+use std::process::Command;
 use std::sync::OnceLock;
 use std::time::Duration;
 
@@ -112,7 +113,8 @@ pub fn send(addr: SocketAddr, method: &str, path: &str, headers: &[(&str, &str)]
         Err(e) => return Outcome::NotAnswered(format!("connect: {e}")),
     };
     let _ = stream.set_read_timeout(Some(Duration::from_secs(30)));
-    let mut head = format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Length: {}\r\n", body.len());
+    let mut head =
+        format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Length: {}\r\n", body.len());
     for (k, v) in headers {
         head.push_str(&format!("{k}: {v}\r\n"));
     }
@@ -138,9 +140,8 @@ fn parse_response(raw: &[u8]) -> Result<Response, String> {
     let mut lines = head.split("\r\n");
     let status_line = lines.next().ok_or("no status line")?;
     let status = status_line.split(' ').nth(1).and_then(|s| s.parse().ok()).ok_or("bad status line")?;
-    let headers: Vec<(String, String)> = lines
-        .filter_map(|l| l.split_once(':').map(|(k, v)| (k.trim().to_string(), v.trim().to_string())))
-        .collect();
+    let headers: Vec<(String, String)> =
+        lines.filter_map(|l| l.split_once(':').map(|(k, v)| (k.trim().to_string(), v.trim().to_string()))).collect();
     let mut body = raw[split + 4..].to_vec();
     let find = |name: &str| headers.iter().find(|(k, _)| k.eq_ignore_ascii_case(name)).map(|(_, v)| v.clone());
     if find("transfer-encoding").is_some_and(|v| v.eq_ignore_ascii_case("chunked")) {
@@ -170,4 +171,28 @@ fn dechunk(mut data: &[u8]) -> Result<Vec<u8>, String> {
         out.extend_from_slice(&data[..size]);
         data = &data[size + 2..];
     }
+}
+
+fn target_dir() -> PathBuf {
+    std::env::var_os("CARGO_TARGET_DIR").map_or_else(|| workspace().join("target"), Into::into)
+}
+
+/// Builds `package` in release mode by itself, as it ships, into its own target directory (so
+/// the workspace's unified features cannot leak in), and returns the binary.
+pub fn build_alone(manifest: &Path, package: &str, target: &Path) -> PathBuf {
+    let status = Command::new(env!("CARGO"))
+        .args(["build", "--release", "--quiet", "-p", package, "--manifest-path"])
+        .arg(manifest)
+        .arg("--target-dir")
+        .arg(target)
+        .status()
+        .expect("cargo runs");
+    assert!(status.success(), "cargo build -p {package} --release failed");
+    target.join("release").join(package)
+}
+
+/// The `serving` binary exactly as it ships: `cargo build -p serving --release` on its own.
+/// Cargo's lock on the target directory serializes tests that ask for it at the same time.
+pub fn shipped_serving() -> PathBuf {
+    build_alone(&workspace().join("Cargo.toml"), "serving", &target_dir().join("serving-alone"))
 }

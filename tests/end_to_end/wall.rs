@@ -6,7 +6,7 @@
 use std::path::Path;
 use std::process::Command;
 
-use crate::support::workspace;
+use crate::support::{build_alone, shipped_serving, workspace};
 
 /// Crates that carry training code, as cargo names them; a trailing `*` matches a prefix.
 const BANNED: &[&str] = &[
@@ -64,7 +64,11 @@ fn banned_in_binary(binary: &Path) -> Vec<String> {
     let output = Command::new("nm").arg("--demangle").arg(binary).output().expect("nm (binutils) runs");
     assert!(output.status.success(), "nm failed: {}", String::from_utf8_lossy(&output.stderr));
     let symbols = String::from_utf8_lossy(&output.stdout);
-    assert!(symbols.lines().count() > 100, "{} has almost no symbols; the check needs an unstripped binary", binary.display());
+    assert!(
+        symbols.lines().count() > 100,
+        "{} has almost no symbols; the check needs an unstripped binary",
+        binary.display()
+    );
     let mut found = Vec::new();
     for line in symbols.lines() {
         let bytes = line.as_bytes();
@@ -88,24 +92,6 @@ fn banned_in_binary(binary: &Path) -> Vec<String> {
     found
 }
 
-fn target_dir() -> std::path::PathBuf {
-    std::env::var_os("CARGO_TARGET_DIR").map_or_else(|| workspace().join("target"), Into::into)
-}
-
-/// Builds `package` in release mode by itself, as it ships, into its own target directory (so
-/// the workspace's unified features cannot leak in), and returns the binary.
-fn build_alone(manifest: &Path, package: &str, target: &Path) -> std::path::PathBuf {
-    let status = Command::new(env!("CARGO"))
-        .args(["build", "--release", "--quiet", "-p", package, "--manifest-path"])
-        .arg(manifest)
-        .arg("--target-dir")
-        .arg(target)
-        .status()
-        .expect("cargo runs");
-    assert!(status.success(), "cargo build -p {package} --release failed");
-    target.join("release").join(package)
-}
-
 #[test]
 fn serving_graph_holds_no_training_crate() {
     assert_eq!(banned_in_graph(&workspace().join("Cargo.toml"), "serving"), Vec::<String>::new());
@@ -122,7 +108,7 @@ fn the_trainer_graph_is_seen_as_training() {
 
 #[test]
 fn serving_release_binary_holds_no_training_symbols() {
-    let binary = build_alone(&workspace().join("Cargo.toml"), "serving", &target_dir().join("serving-alone"));
+    let binary = shipped_serving();
     assert_eq!(banned_in_binary(&binary), Vec::<String>::new());
 }
 
@@ -138,7 +124,10 @@ fn write_wrong_workspace(root: &Path) {
         "serving/Cargo.toml",
         "[package]\nname = \"serving\"\nversion = \"0.1.0\"\nedition = \"2021\"\n\n[dependencies]\nburn-autodiff = { path = \"../burn-autodiff\" }\n",
     );
-    write("serving/src/main.rs", "fn main() { println!(\"{}\", burn_autodiff::backward_pass(std::env::args().count() as u64)); }\n");
+    write(
+        "serving/src/main.rs",
+        "fn main() { println!(\"{}\", burn_autodiff::backward_pass(std::env::args().count() as u64)); }\n",
+    );
     write("burn-autodiff/Cargo.toml", "[package]\nname = \"burn-autodiff\"\nversion = \"0.1.0\"\nedition = \"2021\"\n");
     write(
         "burn-autodiff/src/lib.rs",

@@ -85,13 +85,8 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
 }
 
 fn run_train(args: TrainArgs) -> anyhow::Result<()> {
-    let overrides = Overrides {
-        data: args.data,
-        target: args.target,
-        name: args.name,
-        seed: args.seed,
-        epochs: args.epochs,
-    };
+    let overrides =
+        Overrides { data: args.data, target: args.target, name: args.name, seed: args.seed, epochs: args.epochs };
     let raw = RawTrainConfig::from_file(&args.config)?.apply(&overrides);
     let config = TrainConfig::try_from(raw).with_context(|| format!("recipe {}", args.config.display()))?;
     let options = TrainOptions { out: args.out, device: args.device, progress: !args.quiet };

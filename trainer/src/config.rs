@@ -164,7 +164,11 @@ impl TryFrom<RawTrainConfig> for TrainConfig {
         ensure!(is_valid_name(&name), "name '{name}' must be non-empty and use only letters, digits, '-', '_' and '.'");
         ensure!(!data.target.is_empty(), "data.target must name a column");
         let fraction_ok = |f: f64| f > 0.0 && f < 1.0;
-        ensure!(fraction_ok(split.validation_fraction), "split.validation_fraction must be in (0, 1), got {}", split.validation_fraction);
+        ensure!(
+            fraction_ok(split.validation_fraction),
+            "split.validation_fraction must be in (0, 1), got {}",
+            split.validation_fraction
+        );
         ensure!(fraction_ok(split.test_fraction), "split.test_fraction must be in (0, 1), got {}", split.test_fraction);
         ensure!(
             split.validation_fraction + split.test_fraction < 0.9,

@@ -169,7 +169,8 @@ fn convert(column: &polars::prelude::Column) -> anyhow::Result<Column> {
     } else if dtype == DataType::Null {
         Ok(Column::Text(vec![None; column.len()]))
     } else {
-        let text = column.cast(&DataType::String).map_err(|e| anyhow::anyhow!("column '{name}' of type {dtype}: {e}"))?;
+        let text =
+            column.cast(&DataType::String).map_err(|e| anyhow::anyhow!("column '{name}' of type {dtype}: {e}"))?;
         Ok(Column::Text(text.str()?.iter().map(|v| v.map(str::to_string)).collect()))
     }
 }
@@ -183,13 +184,19 @@ pub fn infer_kind(table: &Table, name: &str, declared: Option<ColumnKind>) -> an
         (_, Some(ColumnKind::Categorical)) => Ok(ColumnKind::Categorical),
         (Column::Numeric { .. }, _) => Ok(ColumnKind::Numeric),
         (Column::Text(values), declared) => {
-            let present: Vec<(usize, &str)> =
-                values.iter().enumerate().filter_map(|(i, v)| v.as_deref().map(|t| (i, t.trim()))).filter(|(_, t)| !t.is_empty()).collect();
+            let present: Vec<(usize, &str)> = values
+                .iter()
+                .enumerate()
+                .filter_map(|(i, v)| v.as_deref().map(|t| (i, t.trim())))
+                .filter(|(_, t)| !t.is_empty())
+                .collect();
             let numeric = present.iter().filter(|(_, t)| t.trim().parse::<f64>().is_ok()).count();
             let first_bad = present.iter().find(|(_, t)| t.trim().parse::<f64>().is_err());
             let looks_numeric = !present.is_empty() && numeric * 10 >= present.len() * 9;
             match (declared, first_bad) {
-                (Some(ColumnKind::Numeric), Some((row, text))) | (None, Some((row, text))) if declared.is_some() || looks_numeric => {
+                (Some(ColumnKind::Numeric), Some((row, text))) | (None, Some((row, text)))
+                    if declared.is_some() || looks_numeric =>
+                {
                     bail!(
                         "column '{name}' is numeric but data row {} holds '{text}' \
                          (declare it in data.categorical if it really is a category)",
@@ -257,7 +264,10 @@ pub fn target_numbers(column: &Column, name: &str) -> anyhow::Result<Vec<f64>> {
             .enumerate()
             .map(|(row, v)| match v.as_deref().map(|t| t.trim().parse::<f64>()) {
                 Some(Ok(n)) if n.is_finite() => Ok(n),
-                _ => bail!("target column '{name}' must hold numbers for regression, but data row {} holds {v:?}", row + 1),
+                _ => bail!(
+                    "target column '{name}' must hold numbers for regression, but data row {} holds {v:?}",
+                    row + 1
+                ),
             })
             .collect(),
     }

@@ -52,9 +52,15 @@ fn probe_cuda() -> Result<(), String> {
     // Without a driver, cudarc cannot even load libcuda; check that first, quietly.
     let candidates = ["libcuda.so.1", "libcuda.so"];
     let found = candidates.iter().any(|name| {
-        ["/usr/lib/x86_64-linux-gnu", "/usr/lib64", "/usr/local/nvidia/lib64", "/usr/lib/wsl/lib", "/usr/local/cuda/lib64"]
-            .iter()
-            .any(|dir| std::path::Path::new(dir).join(name).exists())
+        [
+            "/usr/lib/x86_64-linux-gnu",
+            "/usr/lib64",
+            "/usr/local/nvidia/lib64",
+            "/usr/lib/wsl/lib",
+            "/usr/local/cuda/lib64",
+        ]
+        .iter()
+        .any(|dir| std::path::Path::new(dir).join(name).exists())
     }) || std::env::var("LD_LIBRARY_PATH")
         .unwrap_or_default()
         .split(':')

@@ -9,7 +9,11 @@ use crate::config::TargetScaling;
 use crate::data::{Column, Table};
 
 /// Fits one [`FittedColumn`] per schema feature from the training rows only.
-pub fn fit_preprocessor(train: &Table, schema: &Schema, unknown: UnknownCategoryPolicy) -> anyhow::Result<Preprocessor> {
+pub fn fit_preprocessor(
+    train: &Table,
+    schema: &Schema,
+    unknown: UnknownCategoryPolicy,
+) -> anyhow::Result<Preprocessor> {
     let mut columns = Vec::with_capacity(schema.features.len());
     for spec in &schema.features {
         let fitted = match (spec.kind, train.column(&spec.name)?) {
@@ -39,7 +43,11 @@ fn fit_numeric(name: &str, values: &[f64]) -> FittedColumn {
     FittedColumn::Numeric { name: name.to_string(), median, mean, std }
 }
 
-fn fit_categorical(name: &str, values: &[Option<String>], unknown: UnknownCategoryPolicy) -> anyhow::Result<FittedColumn> {
+fn fit_categorical(
+    name: &str,
+    values: &[Option<String>],
+    unknown: UnknownCategoryPolicy,
+) -> anyhow::Result<FittedColumn> {
     let mut categories: Vec<String> = values.iter().flatten().cloned().collect();
     categories.sort();
     categories.dedup();

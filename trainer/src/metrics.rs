@@ -5,7 +5,12 @@ use std::collections::BTreeMap;
 
 /// Classification metrics from true class indices, predicted class indices and probabilities
 /// `[n_rows, n_classes]`.
-pub fn classification(truth: &[usize], predicted: &[usize], probabilities: &[f32], n_classes: usize) -> BTreeMap<String, f64> {
+pub fn classification(
+    truth: &[usize],
+    predicted: &[usize],
+    probabilities: &[f32],
+    n_classes: usize,
+) -> BTreeMap<String, f64> {
     let n = truth.len().max(1) as f64;
     let correct = truth.iter().zip(predicted).filter(|(t, p)| t == p).count();
     let mut f1_sum = 0.0;

@@ -9,8 +9,8 @@ use anyhow::{Context, bail};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use shared_inference::artifact::{WeightsInfo, sha256_hex};
 use shared_inference::{
-    Artifact, ColumnKind, ColumnSpec, FORMAT_VERSION, Manifest, MlpConfig, Predictions, Predictor, Schema, Task,
-    TargetTransform, WEIGHTS_FILE,
+    Artifact, ColumnKind, ColumnSpec, FORMAT_VERSION, Manifest, MlpConfig, Predictions, Predictor, Schema,
+    TargetTransform, Task, WEIGHTS_FILE,
 };
 
 use crate::config::TrainConfig;
@@ -48,12 +48,14 @@ pub fn train(config: &TrainConfig, options: &TrainOptions) -> anyhow::Result<Tra
         None => eprintln!("device: {}", device.describe()),
     }
     let table = Table::read(&config.data_path)?;
-    let data_bytes = std::fs::read(&config.data_path).with_context(|| format!("reading {}", config.data_path.display()))?;
+    let data_bytes =
+        std::fs::read(&config.data_path).with_context(|| format!("reading {}", config.data_path.display()))?;
 
     let schema = build_schema(&table, config)?;
     let (labels, rows) = split_rows(&table, &schema, config)?;
     let table = table.conform(&schema).with_context(|| format!("reading {}", config.data_path.display()))?;
-    let (train_table, valid_table, test_table) = (table.take(&rows.train), table.take(&rows.validation), table.take(&rows.test));
+    let (train_table, valid_table, test_table) =
+        (table.take(&rows.train), table.take(&rows.validation), table.take(&rows.test));
 
     let preprocessor = fit::fit_preprocessor(&train_table, &schema, config.unknown_category)?;
     let target_transform = match schema.task {
@@ -97,12 +99,28 @@ pub fn train(config: &TrainConfig, options: &TrainOptions) -> anyhow::Result<Tra
     let trained = match device {
         Device::Cpu => {
             type B = burn::backend::Autodiff<burn::backend::NdArray<f32>>;
-            train::fit::<B>(&Default::default(), config, &network, &target_transform, &train_data, &valid_data, &progress)?
+            train::fit::<B>(
+                &Default::default(),
+                config,
+                &network,
+                &target_transform,
+                &train_data,
+                &valid_data,
+                &progress,
+            )?
         }
         #[cfg(feature = "cuda")]
         Device::Cuda => {
             type B = burn::backend::Autodiff<burn::backend::Cuda>;
-            train::fit::<B>(&Default::default(), config, &network, &target_transform, &train_data, &valid_data, &progress)?
+            train::fit::<B>(
+                &Default::default(),
+                config,
+                &network,
+                &target_transform,
+                &train_data,
+                &valid_data,
+                &progress,
+            )?
         }
         #[cfg(not(feature = "cuda"))]
         Device::Cuda => bail!("this trainer was built without the `cuda` feature"),
@@ -167,13 +185,18 @@ pub fn split_rows(table: &Table, schema: &Schema, config: &TrainConfig) -> anyho
         classes.sort();
         classes.dedup();
         if classes.len() < 2 {
-            bail!("target column '{}' has a single class {:?}; classification needs at least two", config.target, classes);
+            bail!(
+                "target column '{}' has a single class {:?}; classification needs at least two",
+                config.target,
+                classes
+            );
         }
         (classes, Some(names))
     } else {
         (Vec::new(), None)
     };
-    let rows = split(table.n_rows, class_of_row.as_deref(), config.validation_fraction, config.test_fraction, config.seed)?;
+    let rows =
+        split(table.n_rows, class_of_row.as_deref(), config.validation_fraction, config.test_fraction, config.seed)?;
     Ok((labels, rows))
 }
 
@@ -189,7 +212,9 @@ pub fn build_schema(table: &Table, config: &TrainConfig) -> anyhow::Result<Schem
     }
     for listed in config.categorical.iter().chain(&config.numeric) {
         if !features.contains(listed) {
-            bail!("column '{listed}' is listed in data.categorical or data.numeric but is not a feature; features are {features:?}");
+            bail!(
+                "column '{listed}' is listed in data.categorical or data.numeric but is not a feature; features are {features:?}"
+            );
         }
     }
     let mut specs = Vec::with_capacity(features.len());
@@ -231,7 +256,8 @@ pub struct Evaluation {
 
 /// `trainer evaluate`: scores a labelled file with an artifact through the shared Predictor.
 pub fn evaluate(model_dir: &Path, data_path: &Path) -> anyhow::Result<Evaluation> {
-    let predictor = Predictor::load(model_dir).with_context(|| format!("loading the model in {}", model_dir.display()))?;
+    let predictor =
+        Predictor::load(model_dir).with_context(|| format!("loading the model in {}", model_dir.display()))?;
     let table = Table::read(data_path)?
         .conform(predictor.schema())
         .with_context(|| format!("reading {}", data_path.display()))?;
@@ -240,14 +266,17 @@ pub fn evaluate(model_dir: &Path, data_path: &Path) -> anyhow::Result<Evaluation
 
 fn evaluate_table(predictor: &Predictor, table: &Table) -> anyhow::Result<Evaluation> {
     let schema = predictor.schema();
-    let target = table.column(&schema.target).with_context(|| format!("the data has no target column '{}'", schema.target))?;
+    let target =
+        table.column(&schema.target).with_context(|| format!("the data has no target column '{}'", schema.target))?;
     let batch = table.feature_batch(schema)?;
     let predictions = predictor.predict(&batch).map_err(|e| match e.row() {
         Some(row) => anyhow::anyhow!("data row {}: {}", row + 1, e.detail()),
         None => anyhow::anyhow!("{e}"),
     })?;
     let metrics = match &predictions {
-        Predictions::Regression { values } => metrics::regression(&data::target_numbers(target, &schema.target)?, values),
+        Predictions::Regression { values } => {
+            metrics::regression(&data::target_numbers(target, &schema.target)?, values)
+        }
         Predictions::Classification { probabilities, labels, n_classes } => {
             let names = data::target_labels(target, &schema.target)?;
             let truth = names
@@ -255,7 +284,11 @@ fn evaluate_table(predictor: &Predictor, table: &Table) -> anyhow::Result<Evalua
                 .enumerate()
                 .map(|(row, name)| {
                     predictor.labels().iter().position(|l| l == name).with_context(|| {
-                        format!("data row {}: class '{name}' is not one the model knows ({:?})", row + 1, predictor.labels())
+                        format!(
+                            "data row {}: class '{name}' is not one the model knows ({:?})",
+                            row + 1,
+                            predictor.labels()
+                        )
                     })
                 })
                 .collect::<anyhow::Result<Vec<usize>>>()?;

@@ -69,7 +69,11 @@ impl<B: Backend> DeviceData<B> {
 
 /// Mean loss of `outputs` against the rows' targets: cross-entropy for classes, squared
 /// error for values.
-fn loss<B: Backend>(outputs: Tensor<B, 2>, classes: Option<Tensor<B, 1, Int>>, values: Option<Tensor<B, 2>>) -> Tensor<B, 1> {
+fn loss<B: Backend>(
+    outputs: Tensor<B, 2>,
+    classes: Option<Tensor<B, 1, Int>>,
+    values: Option<Tensor<B, 2>>,
+) -> Tensor<B, 1> {
     match (classes, values) {
         (Some(classes), _) => {
             let n = classes.dims()[0];
@@ -134,7 +138,13 @@ pub fn fit<B: AutodiffBackend>(
             "training diverged at epoch {} (loss {train_loss}); lower training.learning_rate",
             epoch + 1
         );
-        let stats = EpochStats { epoch: epoch + 1, train_loss, validation_loss, validation_metric, seconds: started.elapsed().as_secs_f64() };
+        let stats = EpochStats {
+            epoch: epoch + 1,
+            train_loss,
+            validation_loss,
+            validation_metric,
+            seconds: started.elapsed().as_secs_f64(),
+        };
         let metric_name = if network.n_outputs > 1 { "val_acc" } else { "val_rmse" };
         progress.set_message(format!(
             "loss {train_loss:.4}  val_loss {validation_loss:.4}  {metric_name} {validation_metric:.4}"
@@ -171,11 +181,8 @@ fn validation_metric(outputs: &[f32], data: &Prepared, n_outputs: usize, transfo
             correct as f64 / data.n_rows.max(1) as f64
         }
         Targets::Values(values) => {
-            let squared: f64 = outputs
-                .iter()
-                .zip(values)
-                .map(|(&o, &v)| (transform.inverse(o) - transform.inverse(v)).powi(2))
-                .sum();
+            let squared: f64 =
+                outputs.iter().zip(values).map(|(&o, &v)| (transform.inverse(o) - transform.inverse(v)).powi(2)).sum();
             (squared / data.n_rows.max(1) as f64).sqrt()
         }
     }

@@ -47,7 +47,9 @@ pub fn write_artifact(out: &Path, mut manifest: Manifest, files: &[(&str, &[u8])
             match std::fs::rename(&temporary, &target) {
                 Ok(()) => return Ok(target),
                 Err(_) if target.exists() => continue,
-                Err(e) => return Err(e).with_context(|| format!("moving the artifact into {}", target.display())),
+                Err(e) => {
+                    return Err(e).with_context(|| format!("moving the artifact into {}", target.display()));
+                }
             }
         }
         bail!("could not claim a free version under {}", model_dir.display())

@@ -14,42 +14,27 @@ use serde_json::Value;
 use serving::{AppState, Limits, Registry};
 use shared_inference::artifact::{Provenance, WeightsInfo, record_weights, sha256_hex};
 use shared_inference::{
-    ActivationKind, Cell, ColumnKind, ColumnSpec, CpuBackend, FORMAT_VERSION, FittedColumn,
-    MANIFEST_FILE, Manifest, MlpConfig, Predictions, Predictor, Preprocessor, Schema,
-    TargetTransform, Task, UnknownCategoryPolicy, WEIGHTS_FILE,
+    ActivationKind, Cell, ColumnKind, ColumnSpec, CpuBackend, FORMAT_VERSION, FittedColumn, MANIFEST_FILE, Manifest,
+    MlpConfig, Predictions, Predictor, Preprocessor, Schema, TargetTransform, Task, UnknownCategoryPolicy,
+    WEIGHTS_FILE,
 };
 use tower::ServiceExt;
 
 /// Generous limits: nothing in an ordinary test comes near them.
 pub fn default_limits() -> Limits {
-    Limits {
-        max_body_bytes: 1 << 20,
-        max_concurrency: 8,
-        timeout: Duration::from_secs(30),
-    }
+    Limits { max_body_bytes: 1 << 20, max_concurrency: 8, timeout: Duration::from_secs(30) }
 }
 
 fn numeric(name: &str, median: f64, mean: f64, std: f64) -> (ColumnSpec, FittedColumn) {
     (
-        ColumnSpec {
-            name: name.into(),
-            kind: ColumnKind::Numeric,
-        },
-        FittedColumn::Numeric {
-            name: name.into(),
-            median,
-            mean,
-            std,
-        },
+        ColumnSpec { name: name.into(), kind: ColumnKind::Numeric },
+        FittedColumn::Numeric { name: name.into(), median, mean, std },
     )
 }
 
 fn categorical(name: &str, categories: &[&str], most_frequent: &str) -> (ColumnSpec, FittedColumn) {
     (
-        ColumnSpec {
-            name: name.into(),
-            kind: ColumnKind::Categorical,
-        },
+        ColumnSpec { name: name.into(), kind: ColumnKind::Categorical },
         FittedColumn::Categorical {
             name: name.into(),
             categories: categories.iter().map(|c| c.to_string()).collect(),
@@ -76,11 +61,7 @@ struct ModelSpec<'a> {
 fn write_model(root: &Path, spec: ModelSpec<'_>) {
     let (features, fitted): (Vec<_>, Vec<_>) = spec.columns.into_iter().unzip();
     let preprocessing = Preprocessor { columns: fitted };
-    let n_outputs = if spec.task.is_classification() {
-        spec.labels.len()
-    } else {
-        1
-    };
+    let n_outputs = if spec.task.is_classification() { spec.labels.len() } else { 1 };
     let network = MlpConfig {
         n_features: preprocessing.n_features(),
         hidden_layers: vec![8, 6],
@@ -90,20 +71,13 @@ fn write_model(root: &Path, spec: ModelSpec<'_>) {
     };
     let mut model = network.init::<CpuBackend>(&Default::default());
     let shift = spec.output_shift;
-    model.output.bias = model
-        .output
-        .bias
-        .map(|bias| bias.map(|tensor| tensor.add_scalar(shift)));
+    model.output.bias = model.output.bias.map(|bias| bias.map(|tensor| tensor.add_scalar(shift)));
     let weights = record_weights(model).expect("the freshly initialized network serializes");
     let manifest = Manifest {
         format_version: FORMAT_VERSION,
         name: spec.name.into(),
         version: spec.version,
-        schema: Schema {
-            features,
-            target: spec.target.into(),
-            task: spec.task,
-        },
+        schema: Schema { features, target: spec.target.into(), task: spec.task },
         preprocessing,
         network,
         labels: spec.labels.iter().map(|l| l.to_string()).collect(),
@@ -135,10 +109,7 @@ fn houses(version: u64, output_shift: f32) -> ModelSpec<'static> {
         target: "price",
         task: Task::Regression,
         labels: &[],
-        target_transform: TargetTransform::Standardize {
-            mean: 250.0,
-            std: 40.0,
-        },
+        target_transform: TargetTransform::Standardize { mean: 250.0, std: 40.0 },
         output_shift,
     }
 }
@@ -147,10 +118,7 @@ fn flowers() -> ModelSpec<'static> {
     ModelSpec {
         name: "flowers",
         version: 1,
-        columns: vec![
-            numeric("petal", 4.0, 4.5, 1.5),
-            categorical("color", &["blue", "red"], "red"),
-        ],
+        columns: vec![numeric("petal", 4.0, 4.5, 1.5), categorical("color", &["blue", "red"], "red")],
         target: "species",
         task: Task::MulticlassClassification,
         labels: &["iris", "rose", "tulip"],
@@ -169,10 +137,7 @@ fn barometer() -> ModelSpec<'static> {
         target: "altitude",
         task: Task::Regression,
         labels: &[],
-        target_transform: TargetTransform::Standardize {
-            mean: 120.0,
-            std: 15.0,
-        },
+        target_transform: TargetTransform::Standardize { mean: 120.0, std: 15.0 },
         output_shift: 0.0,
     }
 }
@@ -199,47 +164,27 @@ impl Fixture {
         write_model(&root, flowers());
         write_model(&root, barometer());
         // A trainer's work in progress must be skipped, not loaded.
-        std::fs::create_dir_all(root.join("houses").join(".tmp-3"))
-            .expect("create a work-in-progress directory");
+        std::fs::create_dir_all(root.join("houses").join(".tmp-3")).expect("create a work-in-progress directory");
         let registry = Registry::load_repository(&root).expect("the fixture repository loads");
         let state = AppState::new(registry, limits);
-        Self {
-            _dir: dir,
-            root,
-            state,
-        }
+        Self { _dir: dir, root, state }
     }
 
     /// The model as `shared_inference` loads it, independently of serving.
     pub fn predictor(&self, name: &str, version: u64) -> Predictor {
-        Predictor::load(&self.root.join(name).join(version.to_string()))
-            .expect("the fixture artifact loads")
+        Predictor::load(&self.root.join(name).join(version.to_string())).expect("the fixture artifact loads")
     }
 
     pub async fn send(&self, request: Request<Body>) -> Reply {
-        let response = serving::app(self.state.clone())
-            .oneshot(request)
-            .await
-            .expect("the router is infallible");
+        let response = serving::app(self.state.clone()).oneshot(request).await.expect("the router is infallible");
         let status = response.status();
         let headers = response.headers().clone();
-        let body = response
-            .into_body()
-            .collect()
-            .await
-            .expect("read the response body")
-            .to_bytes();
-        Reply {
-            status,
-            headers,
-            body,
-        }
+        let body = response.into_body().collect().await.expect("read the response body").to_bytes();
+        Reply { status, headers, body }
     }
 
     pub async fn get(&self, uri: &str) -> Reply {
-        let request = Request::get(uri)
-            .body(Body::empty())
-            .expect("a valid GET request");
+        let request = Request::get(uri).body(Body::empty()).expect("a valid GET request");
         self.send(request).await
     }
 
@@ -253,19 +198,12 @@ impl Fixture {
     }
 
     /// POSTs raw bytes with exactly the given headers (none by default, as tritonclient sends).
-    pub async fn post_raw(
-        &self,
-        uri: &str,
-        body: impl Into<Bytes>,
-        headers: &[(&str, &str)],
-    ) -> Reply {
+    pub async fn post_raw(&self, uri: &str, body: impl Into<Bytes>, headers: &[(&str, &str)]) -> Reply {
         let mut builder = Request::post(uri);
         for (name, value) in headers {
             builder = builder.header(*name, *value);
         }
-        let request = builder
-            .body(Body::from(body.into()))
-            .expect("a valid POST request");
+        let request = builder.body(Body::from(body.into())).expect("a valid POST request");
         self.send(request).await
     }
 }
@@ -284,47 +222,26 @@ impl Reply {
     }
 
     pub fn json(&self) -> Value {
-        serde_json::from_slice(&self.body)
-            .unwrap_or_else(|e| panic!("body is not JSON ({e}): {}", self.text()))
+        serde_json::from_slice(&self.body).unwrap_or_else(|e| panic!("body is not JSON ({e}): {}", self.text()))
     }
 
     pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers
-            .get(name)
-            .map(|v| v.to_str().expect("the header is ASCII"))
+        self.headers.get(name).map(|v| v.to_str().expect("the header is ASCII"))
     }
 
     /// Asserts the status and that the body is exactly `{"error": "<message>"}`; returns the message.
     pub fn error(&self, status: StatusCode) -> String {
-        assert_eq!(
-            self.status,
-            status,
-            "unexpected status; body: {}",
-            self.text()
-        );
-        assert_eq!(
-            self.header("content-type"),
-            Some("application/json"),
-            "error bodies are JSON"
-        );
+        assert_eq!(self.status, status, "unexpected status; body: {}", self.text());
+        assert_eq!(self.header("content-type"), Some("application/json"), "error bodies are JSON");
         let body = self.json();
         let object = body.as_object().expect("the error body is an object");
         assert_eq!(object.len(), 1, "the error body holds only 'error': {body}");
-        object
-            .get("error")
-            .and_then(Value::as_str)
-            .expect("'error' is a string")
-            .to_string()
+        object.get("error").and_then(Value::as_str).expect("'error' is a string").to_string()
     }
 
     /// Asserts 200 and returns the JSON body.
     pub fn ok_json(&self) -> Value {
-        assert_eq!(
-            self.status,
-            StatusCode::OK,
-            "unexpected status; body: {}",
-            self.text()
-        );
+        assert_eq!(self.status, StatusCode::OK, "unexpected status; body: {}", self.text());
         self.json()
     }
 }
@@ -332,10 +249,7 @@ impl Reply {
 /// Asserts that `message` contains every one of `parts`.
 pub fn assert_mentions(message: &str, parts: &[&str]) {
     for part in parts {
-        assert!(
-            message.contains(part),
-            "message {message:?} should mention {part:?}"
-        );
+        assert!(message.contains(part), "message {message:?} should mention {part:?}");
     }
 }
 
@@ -361,19 +275,9 @@ fn text(value: Option<&'static str>) -> Cell<'static> {
 pub fn expected_houses(fixture: &Fixture, version: u64, rows: &[House]) -> Vec<f32> {
     let records: Vec<Vec<(&str, Cell<'_>)>> = rows
         .iter()
-        .map(|&(area, rooms, city)| {
-            vec![
-                ("area", cell(area)),
-                ("rooms", cell(rooms)),
-                ("city", text(city)),
-            ]
-        })
+        .map(|&(area, rooms, city)| vec![("area", cell(area)), ("rooms", cell(rooms)), ("city", text(city))])
         .collect();
-    match fixture
-        .predictor("houses", version)
-        .predict_records(&records)
-        .expect("the records are valid")
-    {
+    match fixture.predictor("houses", version).predict_records(&records).expect("the records are valid") {
         Predictions::Regression { values } => values,
         other => panic!("houses is a regression model, got {other:?}"),
     }
@@ -381,15 +285,8 @@ pub fn expected_houses(fixture: &Fixture, version: u64, rows: &[House]) -> Vec<f
 
 /// What `shared_inference` predicts for these pressures with the "barometer" model.
 pub fn expected_barometer(fixture: &Fixture, pressures: &[f64]) -> Vec<f32> {
-    let records: Vec<Vec<(&str, Cell<'_>)>> = pressures
-        .iter()
-        .map(|&p| vec![("pressure", Cell::Number(p))])
-        .collect();
-    match fixture
-        .predictor("barometer", 1)
-        .predict_records(&records)
-        .expect("the records are valid")
-    {
+    let records: Vec<Vec<(&str, Cell<'_>)>> = pressures.iter().map(|&p| vec![("pressure", Cell::Number(p))]).collect();
+    match fixture.predictor("barometer", 1).predict_records(&records).expect("the records are valid") {
         Predictions::Regression { values } => values,
         other => panic!("barometer is a regression model, got {other:?}"),
     }
@@ -398,34 +295,18 @@ pub fn expected_barometer(fixture: &Fixture, pressures: &[f64]) -> Vec<f32> {
 /// Rows for the "flowers" model: `(petal, color)`.
 pub type Flower = (Option<f64>, Option<&'static str>);
 
-pub const FLOWERS: [Flower; 4] = [
-    (Some(1.5), Some("blue")),
-    (Some(6.25), Some("red")),
-    (Some(4.0), Some("red")),
-    (Some(9.5), Some("blue")),
-];
+pub const FLOWERS: [Flower; 4] =
+    [(Some(1.5), Some("blue")), (Some(6.25), Some("red")), (Some(4.0), Some("red")), (Some(9.5), Some("blue"))];
 
 /// What `shared_inference` predicts for these flowers: labels (as names) and probabilities.
 pub fn expected_flowers(fixture: &Fixture, rows: &[Flower]) -> (Vec<String>, Vec<f32>) {
     let predictor = fixture.predictor("flowers", 1);
-    let records: Vec<Vec<(&str, Cell<'_>)>> = rows
-        .iter()
-        .map(|&(petal, color)| vec![("petal", cell(petal)), ("color", text(color))])
-        .collect();
-    match predictor
-        .predict_records(&records)
-        .expect("the records are valid")
-    {
-        Predictions::Classification {
-            probabilities,
-            labels,
-            n_classes,
-        } => {
+    let records: Vec<Vec<(&str, Cell<'_>)>> =
+        rows.iter().map(|&(petal, color)| vec![("petal", cell(petal)), ("color", text(color))]).collect();
+    match predictor.predict_records(&records).expect("the records are valid") {
+        Predictions::Classification { probabilities, labels, n_classes } => {
             assert_eq!(n_classes, 3, "flowers has three classes");
-            let names = labels
-                .iter()
-                .map(|&i| predictor.labels()[i].clone())
-                .collect();
+            let names = labels.iter().map(|&i| predictor.labels()[i].clone()).collect();
             (names, probabilities)
         }
         other => panic!("flowers is a classification model, got {other:?}"),
@@ -437,12 +318,7 @@ pub fn f32s(value: &Value) -> Vec<f32> {
     fn walk(value: &Value, out: &mut Vec<f32>) {
         match value {
             Value::Array(items) => items.iter().for_each(|item| walk(item, out)),
-            other => out.push(
-                other
-                    .as_f64()
-                    .unwrap_or_else(|| panic!("expected a number, got {other}"))
-                    as f32,
-            ),
+            other => out.push(other.as_f64().unwrap_or_else(|| panic!("expected a number, got {other}")) as f32),
         }
     }
     let mut out = Vec::new();
@@ -451,12 +327,7 @@ pub fn f32s(value: &Value) -> Vec<f32> {
 }
 
 pub fn strings(value: &Value) -> Vec<String> {
-    value
-        .as_array()
-        .expect("an array of strings")
-        .iter()
-        .map(|v| v.as_str().expect("a string").to_string())
-        .collect()
+    value.as_array().expect("an array of strings").iter().map(|v| v.as_str().expect("a string").to_string()).collect()
 }
 
 /// Bit patterns, so float comparisons are exact and NaN-safe.
