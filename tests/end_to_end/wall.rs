@@ -41,18 +41,7 @@ fn is_banned(crate_name: &str) -> bool {
 
 /// Banned crates in `package`'s normal dependency graph, for the workspace at `manifest`.
 fn banned_in_graph(manifest: &Path, package: &str) -> Vec<String> {
-    let output = Command::new(env!("CARGO"))
-        .args(["tree", "--offline", "-e", "normal", "--prefix", "none", "-p", package, "--manifest-path"])
-        .arg(manifest)
-        .output()
-        .expect("cargo runs");
-    assert!(output.status.success(), "cargo tree failed: {}", String::from_utf8_lossy(&output.stderr));
-    let mut found: Vec<String> = String::from_utf8_lossy(&output.stdout)
-        .lines()
-        .filter_map(|line| line.split_whitespace().next())
-        .filter(|name| is_banned(name))
-        .map(str::to_string)
-        .collect();
+    let mut found: Vec<String> = graph(manifest, package).into_iter().filter(|name| is_banned(name)).collect();
     found.sort();
     found.dedup();
     found
@@ -95,6 +84,41 @@ fn banned_in_binary(binary: &Path) -> Vec<String> {
 #[test]
 fn serving_graph_holds_no_training_crate() {
     assert_eq!(banned_in_graph(&workspace().join("Cargo.toml"), "serving"), Vec::<String>::new());
+}
+
+/// What a prediction does not need (DESIGN invariant 2): no HTTP stack, no CLI parser, no file
+/// readers. `shared-inference` must hold none of these, nor any training crate.
+const NOT_FOR_PREDICTION: &[&str] = &["axum", "hyper", "tokio", "clap", "csv", "indicatif", "tracing"];
+
+/// Every crate name in `package`'s normal dependency graph.
+fn graph(manifest: &Path, package: &str) -> Vec<String> {
+    let output = Command::new(env!("CARGO"))
+        .args(["tree", "--offline", "-e", "normal", "--prefix", "none", "-p", package, "--manifest-path"])
+        .arg(manifest)
+        .output()
+        .expect("cargo runs");
+    assert!(output.status.success(), "cargo tree failed: {}", String::from_utf8_lossy(&output.stderr));
+    String::from_utf8_lossy(&output.stdout)
+        .lines()
+        .filter_map(|line| line.split_whitespace().next())
+        .map(str::to_string)
+        .collect()
+}
+
+#[test]
+fn shared_inference_holds_only_what_a_prediction_needs() {
+    let manifest = workspace().join("Cargo.toml");
+    assert_eq!(banned_in_graph(&manifest, "shared-inference"), Vec::<String>::new());
+    let mut found: Vec<String> = graph(&manifest, "shared-inference")
+        .into_iter()
+        .filter(|name| NOT_FOR_PREDICTION.contains(&name.as_str()))
+        .collect();
+    found.sort();
+    found.dedup();
+    assert_eq!(found, Vec::<String>::new(), "shared-inference depends on serving or CLI crates");
+    // The same filter does see those crates where they belong.
+    let serving = graph(&manifest, "serving");
+    assert!(["axum", "clap", "tokio"].iter().all(|name| serving.iter().any(|s| s == name)), "{serving:?}");
 }
 
 #[test]
