@@ -1,10 +1,14 @@
 #!/usr/bin/env bash
-# The project's test command (README.md): builds the binaries the end-to-end tests drive, then
-# runs every test of every crate in release mode (training tests are too slow in debug).
+# The project's test command (README.md): prepares the Python environment the ONNX checks use,
+# builds the binaries the end-to-end tests drive (with the tests, so features match and nothing
+# is compiled twice), then runs every test of every crate in release
+# mode (training tests are too slow in debug).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-cargo build --release --workspace --bins
+./scripts/python-env.sh tests/onnx/requirements.txt
+
+cargo build --release --workspace --bins --tests
 if cargo nextest --version >/dev/null 2>&1; then
     cargo nextest run --workspace --release --no-fail-fast
 else

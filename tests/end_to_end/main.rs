@@ -3,6 +3,7 @@
 //! shutdown, and batch scoring of files with bad rows.
 
 mod batch_scoring;
+mod onnx;
 mod parity;
 mod server;
 mod support;

@@ -1,4 +1,4 @@
-//! The command line: `trainer train`, `trainer evaluate`. Parsing and printing only; the work
+//! The command line: `trainer train`, `trainer evaluate`, `trainer export-onnx`. Parsing and printing only; the work
 //! is in [`crate::pipeline`].
 
 use std::io::Write;
@@ -27,6 +27,16 @@ pub enum Command {
     Train(TrainArgs),
     /// Score a labelled CSV or Parquet file with an artifact and print its metrics.
     Evaluate(EvaluateArgs),
+    /// Write model.onnx (preprocessing, network and postprocessing in one graph, raw columns as
+    /// inputs) into an existing artifact's version directory, replacing any there.
+    ExportOnnx(ExportOnnxArgs),
+}
+
+#[derive(Debug, clap::Args)]
+pub struct ExportOnnxArgs {
+    /// The artifact's version directory, for example artifacts/diamonds/1.
+    #[arg(long, value_name = "DIR")]
+    pub model: PathBuf,
 }
 
 #[derive(Debug, clap::Args)]
@@ -81,6 +91,11 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Train(args) => run_train(args),
         Command::Evaluate(args) => run_evaluate(args),
+        Command::ExportOnnx(args) => {
+            let path = crate::onnx::export_dir(&args.model)?;
+            println!("wrote {}", path.display());
+            Ok(())
+        }
     }
 }
 

@@ -8,6 +8,7 @@ pub mod data;
 pub mod device;
 pub mod fit;
 pub mod metrics;
+pub mod onnx;
 pub mod pipeline;
 pub mod split;
 pub mod train;

@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, bail};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
-use shared_inference::artifact::{WeightsInfo, sha256_hex};
+use shared_inference::artifact::{ONNX_FILE, WeightsInfo, sha256_hex};
 use shared_inference::{
     Artifact, ColumnKind, ColumnSpec, FORMAT_VERSION, Manifest, MlpConfig, Predictions, Predictor, Schema,
     TargetTransform, Task, WEIGHTS_FILE,
@@ -18,7 +18,7 @@ use crate::data::{self, Table};
 use crate::device::{self, Device, DeviceRequest};
 use crate::split::{Split, split};
 use crate::train::{self, EpochStats, Prepared, Targets};
-use crate::{fit, metrics, writer};
+use crate::{fit, metrics, onnx, writer};
 
 /// Everything `train` needs beyond the recipe.
 #[derive(Debug, Clone)]
@@ -170,7 +170,20 @@ pub fn train(config: &TrainConfig, options: &TrainOptions) -> anyhow::Result<Tra
     let predictor = Predictor::new(&artifact)?;
     manifest.metrics = evaluate_table(&predictor, &test_table)?.metrics;
 
-    let version_dir = writer::write_artifact(&options.out, manifest, &[(WEIGHTS_FILE, &trained.weights)])?;
+    // The same model for other runtimes. An artifact the export cannot represent faithfully is
+    // still written (serving runs it); the reason is printed instead of a wrong graph.
+    let onnx = match onnx::export(&artifact) {
+        Ok(bytes) => Some(bytes),
+        Err(error) => {
+            eprintln!("warning: no {ONNX_FILE} in this artifact: {error:#}");
+            None
+        }
+    };
+    let mut files: Vec<(&str, &[u8])> = vec![(WEIGHTS_FILE, &trained.weights)];
+    if let Some(bytes) = &onnx {
+        files.push((ONNX_FILE, bytes));
+    }
+    let version_dir = writer::write_artifact(&options.out, manifest, &files)?;
     let manifest = Artifact::read_dir(&version_dir)?.manifest;
     Ok(TrainOutcome { version_dir, manifest, device, device_note, history: trained.history })
 }

@@ -9,6 +9,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 use shared_inference::ColumnKind::{Categorical, Numeric};
+use shared_inference::artifact::ONNX_FILE;
 use shared_inference::{
     Artifact, ArtifactError, ColumnKind, FORMAT_VERSION, FittedColumn, MANIFEST_FILE, Predictions, Predictor,
     WEIGHTS_FILE,
@@ -288,7 +289,9 @@ fn artifacts_are_versioned_checked_and_read_back() {
     assert_eq!((first.manifest.name.as_str(), first.manifest.version), ("penguins", 1));
     assert!(first.history.len() <= 5 && !first.history.is_empty(), "{} epochs", first.history.len());
     assert_eq!(first.manifest.provenance.config["epochs"], 5);
-    assert_eq!(entries(&first.version_dir), [MANIFEST_FILE, WEIGHTS_FILE]);
+    assert_eq!(entries(&first.version_dir), [MANIFEST_FILE, ONNX_FILE, WEIGHTS_FILE]);
+    let onnx_len = std::fs::metadata(first.version_dir.join(ONNX_FILE)).expect("model.onnx").len();
+    assert!(onnx_len > 0, "model.onnx is empty");
 
     // The second run goes through the binary and claims the next version.
     let output = trainer_bin(train_args(&penguins_recipe(), &penguins(Some(5)), &out));
