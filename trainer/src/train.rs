@@ -113,18 +113,20 @@ pub fn fit<B: AutodiffBackend>(
         let started = std::time::Instant::now();
         let learning_rate = config.learning_rate_at(epoch);
         rng.shuffle(&mut order);
-        let mut loss_sum = 0.0;
+        // Summed on the device and read once per epoch: reading every batch's loss would make
+        // each step wait for the GPU.
+        let mut loss_sum = Tensor::<B::InnerBackend, 1>::zeros([1], device);
         for batch in order.chunks(config.batch_size) {
             let indices = Tensor::<B, 1, Int>::from_data(TensorData::new(batch.to_vec(), [batch.len()]), device);
             let outputs = model.forward(train_data.features.clone().select(0, indices.clone()));
             let classes = train_data.classes.clone().map(|c| c.select(0, indices.clone()));
             let values = train_data.values.clone().map(|v| v.select(0, indices.clone()));
             let batch_loss = loss(outputs, classes, values);
-            loss_sum += f64::from(batch_loss.clone().into_scalar().elem::<f32>()) * batch.len() as f64;
+            loss_sum = loss_sum + batch_loss.clone().inner().mul_scalar(batch.len() as f32);
             let gradients = GradientsParams::from_grads(batch_loss.backward(), &model);
             model = optimizer.step(learning_rate, model, gradients);
         }
-        let train_loss = loss_sum / train.n_rows.max(1) as f64;
+        let train_loss = f64::from(loss_sum.into_scalar().elem::<f32>()) / train.n_rows.max(1) as f64;
 
         let inference = model.valid();
         let outputs = inference.forward(valid_data.features.clone());
