@@ -2,6 +2,7 @@
 //!
 //! - `predictor/<model>/<rows>`: `Predictor::predict_records` on raw records (preprocessing,
 //!   forward pass, postprocessing) for 1, 64 and 4096 rows of the bundled data sets;
+//! - `forward/<model>/4096`: the network alone on 4096 preprocessed rows;
 //! - `floor/sgemm`: the machine's single-precision matrix-multiply rate through the same kernel
 //!   burn-ndarray uses (`matrixmultiply`), at a size where it runs at its peak. With a model's
 //!   multiply-adds per row it gives the arithmetic floor of a forward pass.
@@ -14,6 +15,10 @@ use std::path::{Path, PathBuf};
 
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 use shared_inference::{Cell, ColumnKind, Predictor};
+
+/// The allocator the `serving` binary runs with, so the figures are the shipped ones.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 const BATCH_SIZES: [usize; 3] = [1, 64, 4096];
 
@@ -91,6 +96,19 @@ fn predictor_paths(c: &mut Criterion) {
                 b.iter(|| predictor.predict_records(black_box(batch)))
             });
         }
+        group.finish();
+
+        // The network alone on already-preprocessed rows: how much of the above is burn's forward
+        // pass, and how much is reading records, preprocessing and postprocessing.
+        let batch = records(&predictor, &header, &rows, 4096);
+        let columns = shared_inference::ColumnBatch::from_records(predictor.schema(), &batch)
+            .unwrap_or_else(|e| panic!("{name}: {e}"));
+        let features = predictor.manifest().preprocessing.transform(&columns).unwrap_or_else(|e| panic!("{name}: {e}"));
+        let mut group = c.benchmark_group(format!("forward/{name}"));
+        group.throughput(Throughput::Elements(4096));
+        group.bench_function(BenchmarkId::from_parameter(4096), |b| {
+            b.iter(|| predictor.forward(black_box(features.clone()), 4096))
+        });
         group.finish();
     }
 }

@@ -65,7 +65,7 @@ struct Row<'a> {
 /// Scores `input` into `output`. `on_progress` is called with the number of rows done.
 pub fn score(
     predictor: &Predictor,
-    input: impl BufRead,
+    input: impl BufRead + Send,
     output: impl Write,
     options: &BatchOptions,
     mut on_progress: impl FnMut(usize),
@@ -74,42 +74,7 @@ pub fn score(
     let mut summary = BatchSummary::default();
     let chunk_rows = options.chunk_rows.max(1);
     match options.input_format {
-        Format::Csv => {
-            let mut reader = csv::ReaderBuilder::new().has_headers(true).flexible(true).from_reader(input);
-            let header = reader.headers().context("reading the CSV header")?.clone();
-            let feature_index = column_indices(&header, &predictor.schema().feature_names(), "model feature")?;
-            let keep_index = column_indices(&header, &options.keep, "--keep")?;
-            let mut records = Vec::with_capacity(chunk_rows);
-            let mut done = false;
-            while !done {
-                records.clear();
-                for _ in 0..chunk_rows {
-                    let mut record = csv::StringRecord::new();
-                    match reader.read_record(&mut record) {
-                        Ok(true) => records.push(Ok(record)),
-                        Ok(false) => {
-                            done = true;
-                            break;
-                        }
-                        Err(e) => {
-                            let line = e.position().map_or(0, |p| p.line());
-                            records.push(Err((line, e.to_string())));
-                        }
-                    }
-                }
-                let rows: Vec<Row<'_>> = records
-                    .iter()
-                    .map(|record| match record {
-                        Ok(record) => csv_row(record, &header, &feature_index, &keep_index),
-                        Err((line, message)) => {
-                            Row { line: *line, kept: vec![Value::Null; keep_index.len()], cells: Err(message.clone()) }
-                        }
-                    })
-                    .collect();
-                score_chunk(predictor, rows, &mut writer, &mut summary)?;
-                on_progress(summary.rows);
-            }
-        }
+        Format::Csv => score_csv(predictor, input, &mut writer, options, &mut summary, &mut on_progress)?,
         Format::Jsonl => {
             let mut lines = input.lines();
             let mut line_number = 0u64;
@@ -155,6 +120,160 @@ pub fn score(
     Ok(summary)
 }
 
+/// A chunk read and preprocessed, on its way to the forward pass and the writer.
+struct PreparedChunk {
+    lines: Vec<u64>,
+    kept: Vec<Vec<Value>>,
+    /// For each input row: its row in `features`, or why it cannot be scored.
+    slots: Vec<Result<usize, String>>,
+    features: Vec<f32>,
+    n_rows: usize,
+}
+
+/// Chunks in flight between the reading thread and the scoring thread; bounds memory.
+const CHUNKS_IN_FLIGHT: usize = 2;
+
+/// CSV scoring on two threads: one reads, parses and preprocesses chunk `n + 1` while the
+/// other runs the forward pass over chunk `n` and writes it. Chunks stay in input order (one
+/// producer, one consumer, a FIFO channel) and at most `CHUNKS_IN_FLIGHT` wait in between, so
+/// memory stays flat. The work per row is exactly `Predictor::predict_partial`, split in two.
+fn score_csv<W: Write>(
+    predictor: &Predictor,
+    input: impl BufRead + Send,
+    writer: &mut OutputWriter<W>,
+    options: &BatchOptions,
+    summary: &mut BatchSummary,
+    on_progress: &mut impl FnMut(usize),
+) -> anyhow::Result<()> {
+    let chunk_rows = options.chunk_rows.max(1);
+    let mut reader = csv::ReaderBuilder::new().has_headers(true).flexible(true).from_reader(input);
+    let header = reader.headers().context("reading the CSV header")?.clone();
+    let feature_index = column_indices(&header, &predictor.schema().feature_names(), "model feature")?;
+    let keep_index = column_indices(&header, &options.keep, "--keep")?;
+    std::thread::scope(|scope| {
+        let (sender, receiver) = std::sync::mpsc::sync_channel::<anyhow::Result<PreparedChunk>>(CHUNKS_IN_FLIGHT);
+        let producer = scope.spawn(move || {
+            // Records are reused from chunk to chunk: their buffers are allocated once.
+            let mut records: Vec<csv::StringRecord> = Vec::new();
+            let mut failures: Vec<Option<(u64, String)>> = Vec::new();
+            let mut done = false;
+            while !done {
+                failures.clear();
+                while failures.len() < chunk_rows {
+                    let n = failures.len();
+                    if records.len() == n {
+                        records.push(csv::StringRecord::new());
+                    }
+                    match reader.read_record(&mut records[n]) {
+                        Ok(true) => failures.push(None),
+                        Ok(false) => {
+                            done = true;
+                            break;
+                        }
+                        Err(e) if e.is_io_error() => {
+                            let _ = sender.send(Err(anyhow::Error::new(e).context("reading the input")));
+                            return;
+                        }
+                        Err(e) => {
+                            let line = e.position().map_or(0, |p| p.line());
+                            failures.push(Some((line, e.to_string())));
+                        }
+                    }
+                }
+                if failures.is_empty() {
+                    break;
+                }
+                let columns = CsvColumns { width: header.len(), features: &feature_index, keep: &keep_index };
+                let chunk = prepare_csv_chunk(predictor, &records[..failures.len()], &failures, &columns);
+                if sender.send(chunk).is_err() {
+                    return; // the scoring side stopped on an error of its own
+                }
+            }
+        });
+        let mut outcome = Ok(());
+        for chunk in receiver {
+            outcome = chunk.and_then(|chunk| write_chunk(predictor, chunk, writer, summary));
+            if outcome.is_err() {
+                break;
+            }
+            on_progress(summary.rows);
+        }
+        if producer.join().is_err() {
+            bail!("the reading thread panicked");
+        }
+        outcome
+    })
+}
+
+/// Reads a chunk's cells into a batch and preprocesses it: the first half of
+/// `Predictor::predict_partial`, with each row's outcome recorded.
+fn prepare_chunk(predictor: &Predictor, rows: Vec<Row<'_>>) -> anyhow::Result<PreparedChunk> {
+    let mut builder = RowBuilder::new(predictor.schema(), rows.len());
+    let mut slots: Vec<Result<usize, String>> = Vec::with_capacity(rows.len());
+    for row in &rows {
+        slots.push(match &row.cells {
+            Ok(cells) => {
+                let at = builder.n_rows();
+                builder.push_cells(at, cells).map(|()| at).map_err(|e| e.detail())
+            }
+            Err(message) => Err(message.clone()),
+        });
+    }
+    let batch = builder.finish()?;
+    let mut features = Vec::new();
+    let errors = predictor.manifest().preprocessing.transform_into(&batch, &mut features);
+    mark_failed(&mut slots, errors);
+    let (lines, kept) = rows.into_iter().map(|row| (row.line, row.kept)).unzip();
+    Ok(PreparedChunk { lines, kept, slots, features, n_rows: batch.n_rows() })
+}
+
+/// The second half: the forward pass and postprocessing, then one output row per input row.
+fn write_chunk<W: Write>(
+    predictor: &Predictor,
+    chunk: PreparedChunk,
+    writer: &mut OutputWriter<W>,
+    summary: &mut BatchSummary,
+) -> anyhow::Result<()> {
+    let predictions = predictor.predict_features(chunk.features, chunk.n_rows);
+    for ((line, kept), slot) in chunk.lines.into_iter().zip(&chunk.kept).zip(chunk.slots) {
+        write_row(line, kept, slot, &predictions, writer, summary)?;
+    }
+    Ok(())
+}
+
+/// Moves the errors of rows that failed preprocessing into their slots.
+fn mark_failed(slots: &mut [Result<usize, String>], errors: Vec<shared_inference::InputError>) {
+    for error in errors {
+        if let Some(bad) = error.row()
+            && let Some(slot) = slots.iter_mut().find(|s| s.as_ref().is_ok_and(|&r| r == bad))
+        {
+            *slot = Err(error.detail());
+        }
+    }
+}
+
+fn write_row<W: Write>(
+    line: u64,
+    kept: &[Value],
+    slot: Result<usize, String>,
+    predictions: &Predictions,
+    writer: &mut OutputWriter<W>,
+    summary: &mut BatchSummary,
+) -> anyhow::Result<()> {
+    summary.rows += 1;
+    match slot {
+        Ok(at) => writer.write_prediction(kept, predictions, at),
+        Err(message) => {
+            let message = format!("line {line}: {message}");
+            summary.failed += 1;
+            if summary.first_errors.len() < ERRORS_KEPT {
+                summary.first_errors.push(message.clone());
+            }
+            writer.write_error(kept, &message)
+        }
+    }
+}
+
 fn column_indices(header: &csv::StringRecord, names: &[String], what: &str) -> anyhow::Result<Vec<usize>> {
     names
         .iter()
@@ -168,26 +287,53 @@ fn column_indices(header: &csv::StringRecord, names: &[String], what: &str) -> a
         .collect()
 }
 
-fn csv_row<'a>(
-    record: &'a csv::StringRecord,
-    header: &csv::StringRecord,
-    features: &[usize],
-    keep: &[usize],
-) -> Row<'a> {
-    let line = record.position().map_or(0, |p| p.line());
-    let kept = keep.iter().map(|&i| Value::from(record.get(i).unwrap_or(""))).collect();
-    let cells = if record.len() != header.len() {
-        Err(format!("expected {} fields, got {}", header.len(), record.len()))
-    } else {
-        Ok(features
-            .iter()
-            .map(|&i| match record.get(i) {
-                Some(text) if !is_missing_text(text) => Cell::Text(text),
-                _ => Cell::Missing,
-            })
-            .collect())
-    };
-    Row { line, kept, cells }
+/// Where a CSV file's columns are.
+struct CsvColumns<'c> {
+    /// Fields per record (the header's).
+    width: usize,
+    /// The model's features, in schema order.
+    features: &'c [usize],
+    keep: &'c [usize],
+}
+
+/// [`prepare_chunk`] for CSV records, without a row object per record: cells go straight into
+/// the batch.
+fn prepare_csv_chunk(
+    predictor: &Predictor,
+    records: &[csv::StringRecord],
+    failures: &[Option<(u64, String)>],
+    columns: &CsvColumns<'_>,
+) -> anyhow::Result<PreparedChunk> {
+    let n = records.len();
+    let mut builder = RowBuilder::new(predictor.schema(), n);
+    let (mut lines, mut kept, mut slots) = (Vec::with_capacity(n), Vec::with_capacity(n), Vec::with_capacity(n));
+    let mut cells = Vec::with_capacity(columns.features.len());
+    for (record, failure) in records.iter().zip(failures) {
+        if let Some((line, message)) = failure {
+            lines.push(*line);
+            kept.push(vec![Value::Null; columns.keep.len()]);
+            slots.push(Err(message.clone()));
+            continue;
+        }
+        lines.push(record.position().map_or(0, |p| p.line()));
+        kept.push(columns.keep.iter().map(|&i| Value::from(record.get(i).unwrap_or(""))).collect());
+        if record.len() != columns.width {
+            slots.push(Err(format!("expected {} fields, got {}", columns.width, record.len())));
+            continue;
+        }
+        cells.clear();
+        cells.extend(columns.features.iter().map(|&i| match record.get(i) {
+            Some(text) if !is_missing_text(text) => Cell::Text(text),
+            _ => Cell::Missing,
+        }));
+        let at = builder.n_rows();
+        slots.push(builder.push_cells(at, &cells).map(|()| at).map_err(|e| e.detail()));
+    }
+    let batch = builder.finish()?;
+    let mut features = Vec::new();
+    let errors = predictor.manifest().preprocessing.transform_into(&batch, &mut features);
+    mark_failed(&mut slots, errors);
+    Ok(PreparedChunk { lines, kept, slots, features, n_rows: batch.n_rows() })
 }
 
 fn json_row<'a>(line: u64, map: &'a serde_json::Map<String, Value>, predictor: &Predictor, keep: &[String]) -> Row<'a> {
@@ -213,42 +359,7 @@ fn score_chunk<W: Write>(
     writer: &mut OutputWriter<W>,
     summary: &mut BatchSummary,
 ) -> anyhow::Result<()> {
-    let mut builder = RowBuilder::new(predictor.schema(), rows.len());
-    // For each input row: its row in the batch, or its error.
-    let mut slots: Vec<Result<usize, String>> = Vec::with_capacity(rows.len());
-    for row in &rows {
-        slots.push(match &row.cells {
-            Ok(cells) => {
-                let at = builder.n_rows();
-                builder.push_cells(at, cells).map(|()| at).map_err(|e| e.detail())
-            }
-            Err(message) => Err(message.clone()),
-        });
-    }
-    let batch = builder.finish()?;
-    let (predictions, errors) = predictor.predict_partial(&batch);
-    for error in errors {
-        if let Some(bad) = error.row()
-            && let Some(slot) = slots.iter_mut().find(|s| s.as_ref().is_ok_and(|&r| r == bad))
-        {
-            *slot = Err(error.detail());
-        }
-    }
-    for (row, slot) in rows.iter().zip(slots) {
-        summary.rows += 1;
-        match slot {
-            Ok(at) => writer.write_prediction(&row.kept, &predictions, at)?,
-            Err(message) => {
-                let message = format!("line {}: {message}", row.line);
-                summary.failed += 1;
-                if summary.first_errors.len() < ERRORS_KEPT {
-                    summary.first_errors.push(message.clone());
-                }
-                writer.write_error(&row.kept, &message)?;
-            }
-        }
-    }
-    Ok(())
+    write_chunk(predictor, prepare_chunk(predictor, rows)?, writer, summary)
 }
 
 /// Writes prediction rows in the chosen format.

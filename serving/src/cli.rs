@@ -49,6 +49,9 @@ pub struct ServeArgs {
     /// Inference requests processed at once; requests beyond it get 503 instead of queueing.
     #[arg(long, default_value_t = 64)]
     pub max_concurrency: usize,
+    /// Threads that run forward passes, fed in arrival order (default: one per available CPU).
+    #[arg(long, default_value_t = 0, hide_default_value = true)]
+    pub inference_threads: usize,
     /// Time limit per inference request, in milliseconds; slower requests get 503.
     #[arg(long, default_value_t = 30_000)]
     pub timeout_millis: u64,
@@ -136,8 +139,10 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
         max_body_bytes: args.max_body_bytes,
         max_concurrency: args.max_concurrency.max(1),
         timeout: Duration::from_millis(args.timeout_millis.max(1)),
+        inference_threads: args.inference_threads,
     };
-    let state = AppState::new(registry, limits);
+    let state = AppState::new(registry, limits).context("starting the inference threads")?;
+    tracing::info!(threads = state.inference_threads(), "inference threads started");
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     runtime.block_on(async move {
         let listener = tokio::net::TcpListener::bind(args.addr).await.with_context(|| format!("binding {}", args.addr))?;
@@ -201,8 +206,8 @@ fn predict(args: PredictArgs) -> anyhow::Result<u8> {
     };
     let options = BatchOptions { input_format, output_format, keep: args.keep.clone(), chunk_rows: args.chunk_rows };
 
-    let (input, input_bytes): (Box<dyn BufRead>, Option<u64>) = if args.input == "-" {
-        (Box::new(std::io::stdin().lock()), None)
+    let (input, input_bytes): (Box<dyn BufRead + Send>, Option<u64>) = if args.input == "-" {
+        (Box::new(std::io::BufReader::with_capacity(1 << 16, std::io::stdin())), None)
     } else {
         let file = std::fs::File::open(&args.input).with_context(|| format!("opening {}", args.input))?;
         let size = file.metadata().ok().map(|m| m.len());

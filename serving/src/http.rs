@@ -1,7 +1,7 @@
 //! The HTTP front end: the router over Open Inference Protocol v2 and KServe v1 endpoints,
 //! health, metadata and metrics; bounded concurrency (503 when saturated), a body cap (413),
-//! a per-request timeout, request ids, and model computation on blocking threads so that the
-//! async executor never runs a forward pass.
+//! a per-request timeout, request ids, and model computation on the inference threads
+//! ([`crate::pool`]) so that the async executor never runs a forward pass.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -20,6 +20,7 @@ use tokio::sync::Semaphore;
 use crate::error::ApiError;
 use crate::metrics::Metrics;
 use crate::oip;
+use crate::pool::InferencePool;
 use crate::registry::{LoadedModel, Registry};
 use crate::v1;
 
@@ -30,6 +31,8 @@ pub struct Limits {
     /// Inference requests processed at once; more get 503 instead of queueing without bound.
     pub max_concurrency: usize,
     pub timeout: Duration,
+    /// Threads that run forward passes; 0 means one per CPU available to the process.
+    pub inference_threads: usize,
 }
 
 /// Shared by every handler.
@@ -39,20 +42,28 @@ pub struct AppState {
     pub metrics: Metrics,
     pub limits: Limits,
     permits: Arc<Semaphore>,
+    pool: InferencePool,
     ready: AtomicBool,
     next_request_id: AtomicU64,
 }
 
 impl AppState {
-    pub fn new(registry: Registry, limits: Limits) -> Arc<Self> {
-        Arc::new(Self {
+    /// Fails only when the inference threads cannot be started.
+    pub fn new(registry: Registry, limits: Limits) -> std::io::Result<Arc<Self>> {
+        Ok(Arc::new(Self {
             registry,
             metrics: Metrics::default(),
             limits,
             permits: Arc::new(Semaphore::new(limits.max_concurrency)),
+            pool: InferencePool::new(limits.inference_threads)?,
             ready: AtomicBool::new(true),
             next_request_id: AtomicU64::new(1),
-        })
+        }))
+    }
+
+    /// How many threads run forward passes.
+    pub fn inference_threads(&self) -> usize {
+        self.pool.threads()
     }
 
     /// Readiness turns off when shutdown begins, so load balancers stop sending traffic.
@@ -312,7 +323,7 @@ async fn run_inference(
             ))
         })?;
         let header_length = headers.get(oip::INFERENCE_HEADER).and_then(|v| v.to_str().ok()).map(str::to_string);
-        let work = tokio::task::spawn_blocking(move || {
+        let work = state.pool.run(move || {
             let _permit = permit;
             match protocol {
                 Protocol::V2 => predict_v2(&model, &body, header_length.as_deref()),
@@ -321,8 +332,8 @@ async fn run_inference(
         });
         match tokio::time::timeout(state.limits.timeout, work).await {
             Ok(Ok(answer)) => answer,
-            Ok(Err(join_error)) => {
-                tracing::error!(request_id, model = model_name, error = %join_error, "prediction task failed");
+            Ok(Err(_lost)) => {
+                tracing::error!(request_id, model = model_name, "prediction panicked");
                 Err(ApiError::internal())
             }
             Err(_) => {

@@ -8,6 +8,7 @@ pub mod error;
 pub mod http;
 pub mod metrics;
 pub mod oip;
+pub mod pool;
 pub mod registry;
 pub mod v1;
 

@@ -2,6 +2,11 @@
 
 use clap::Parser;
 
+/// Batches of thousands of rows allocate and free megabyte buffers on every forward pass; glibc
+/// serves those with fresh `mmap`s (page faults each time), mimalloc reuses them.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> std::process::ExitCode {
     let cli = serving::cli::Cli::parse();
     match serving::cli::run(cli) {

@@ -1,57 +1,214 @@
 //! KServe v1 records: `{"instances": [{"column": value, ...}, ...]}` in, `{"predictions": [...]}`
 //! out, in the same order. The friendly form a web app sends; values may be numbers, text or null.
 
-use serde::Deserialize;
+use std::borrow::Cow;
+use std::fmt;
+
+use serde::de::{self, Deserialize, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
 use serde::ser::{Serialize, SerializeMap, Serializer};
-use serde_json::Value;
 use shared_inference::input::RowBuilder;
 use shared_inference::{Cell, ColumnBatch, Predictions};
 
 use crate::error::ApiError;
 use crate::registry::LoadedModel;
 
-#[derive(Debug, Deserialize)]
-pub struct V1Request {
-    pub instances: Vec<Value>,
+/// The request, parsed straight into records whose keys and text borrow from the body: no
+/// intermediate JSON tree, no map per instance.
+#[derive(Debug)]
+pub struct V1Request<'a> {
+    pub instances: Vec<Instance<'a>>,
 }
 
-pub fn parse_request(body: &[u8]) -> Result<V1Request, ApiError> {
+/// One element of `instances`: a record, or a description of what came instead.
+#[derive(Debug)]
+pub enum Instance<'a> {
+    Record(Vec<(Cow<'a, str>, Scalar<'a>)>),
+    NotAnObject(String),
+}
+
+/// One value of a record as sent.
+#[derive(Debug)]
+pub enum Scalar<'a> {
+    Number(f64),
+    Text(Cow<'a, str>),
+    Null,
+    /// Anything else (a boolean, an array, an object), described for the error message.
+    Invalid(String),
+}
+
+pub fn parse_request(body: &[u8]) -> Result<V1Request<'_>, ApiError> {
     serde_json::from_slice(body)
         .map_err(|e| ApiError::bad_request(format!("failed to parse the request JSON buffer: {e}")))
 }
 
-/// One instance's value as a raw cell.
-fn cell<'a>(model: &str, row: usize, column: &str, value: &'a Value) -> Result<Cell<'a>, ApiError> {
-    match value {
-        Value::Number(n) => Ok(Cell::Number(n.as_f64().unwrap_or(f64::NAN))),
-        Value::String(s) => Ok(Cell::Text(s)),
-        Value::Null => Ok(Cell::Missing),
-        other => Err(ApiError::bad_request(format!(
-            "model '{model}', instance {row}, column '{column}': expected a number, text or null, got {other}"
-        ))),
-    }
-}
-
-pub fn decode_instances<'a>(model: &LoadedModel, request: &'a V1Request) -> Result<ColumnBatch<'a>, ApiError> {
+pub fn decode_instances<'a>(model: &LoadedModel, request: &'a V1Request<'_>) -> Result<ColumnBatch<'a>, ApiError> {
     let schema = model.predictor.schema();
     let mut builder = RowBuilder::new(schema, request.instances.len());
     let mut cells = Vec::with_capacity(schema.features.len());
     for (row, instance) in request.instances.iter().enumerate() {
-        let Value::Object(fields) = instance else {
-            return Err(ApiError::bad_request(format!(
-                "model '{}', instance {row}: each instance must be an object of column -> value, got {instance}",
-                model.name
-            )));
+        let fields = match instance {
+            Instance::Record(fields) => fields,
+            Instance::NotAnObject(got) => {
+                return Err(ApiError::bad_request(format!(
+                    "model '{}', instance {row}: each instance must be an object of column -> value, got {got}",
+                    model.name
+                )));
+            }
         };
         cells.clear();
         for (column, value) in fields {
-            cells.push((column.as_str(), cell(&model.name, row, column, value)?));
+            let cell = match value {
+                Scalar::Number(n) => Cell::Number(*n),
+                Scalar::Text(text) => Cell::Text(text.as_ref()),
+                Scalar::Null => Cell::Missing,
+                Scalar::Invalid(got) => {
+                    return Err(ApiError::bad_request(format!(
+                        "model '{}', instance {row}, column '{column}': expected a number, text or null, got {got}",
+                        model.name
+                    )));
+                }
+            };
+            cells.push((column.as_ref(), cell));
         }
         builder
             .push_row(row, cells.drain(..))
             .map_err(|e| ApiError::bad_request(format!("model '{}', instance {row}: {e}", model.name)))?;
     }
     builder.finish().map_err(|e| ApiError::bad_request(format!("model '{}': {e}", model.name)))
+}
+
+impl<'de> Deserialize<'de> for V1Request<'de> {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct RequestVisitor;
+        impl<'de> Visitor<'de> for RequestVisitor {
+            type Value = V1Request<'de>;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("an object with \"instances\"")
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+                let mut instances = None;
+                while let Some(Text(key)) = map.next_key::<Text<'de>>()? {
+                    if key == "instances" {
+                        if instances.is_some() {
+                            return Err(de::Error::duplicate_field("instances"));
+                        }
+                        instances = Some(map.next_value::<Vec<Instance<'de>>>()?);
+                    } else {
+                        map.next_value::<IgnoredAny>()?;
+                    }
+                }
+                let instances = instances.ok_or_else(|| de::Error::missing_field("instances"))?;
+                Ok(V1Request { instances })
+            }
+        }
+        deserializer.deserialize_map(RequestVisitor)
+    }
+}
+
+/// Text that borrows from the body unless JSON escapes forced a copy.
+struct Text<'a>(Cow<'a, str>);
+
+impl<'de> Deserialize<'de> for Text<'de> {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct TextVisitor;
+        impl<'de> Visitor<'de> for TextVisitor {
+            type Value = Text<'de>;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a column name")
+            }
+            fn visit_borrowed_str<E: de::Error>(self, v: &'de str) -> Result<Self::Value, E> {
+                Ok(Text(Cow::Borrowed(v)))
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<Self::Value, E> {
+                Ok(Text(Cow::Owned(v.to_string())))
+            }
+        }
+        deserializer.deserialize_str(TextVisitor)
+    }
+}
+
+impl<'de> Deserialize<'de> for Scalar<'de> {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct ScalarVisitor;
+        impl<'de> Visitor<'de> for ScalarVisitor {
+            type Value = Scalar<'de>;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a number, text or null")
+            }
+            fn visit_f64<E: de::Error>(self, v: f64) -> Result<Self::Value, E> {
+                Ok(Scalar::Number(v))
+            }
+            fn visit_i64<E: de::Error>(self, v: i64) -> Result<Self::Value, E> {
+                Ok(Scalar::Number(v as f64))
+            }
+            fn visit_u64<E: de::Error>(self, v: u64) -> Result<Self::Value, E> {
+                Ok(Scalar::Number(v as f64))
+            }
+            fn visit_borrowed_str<E: de::Error>(self, v: &'de str) -> Result<Self::Value, E> {
+                Ok(Scalar::Text(Cow::Borrowed(v)))
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<Self::Value, E> {
+                Ok(Scalar::Text(Cow::Owned(v.to_string())))
+            }
+            fn visit_unit<E: de::Error>(self) -> Result<Self::Value, E> {
+                Ok(Scalar::Null)
+            }
+            fn visit_bool<E: de::Error>(self, v: bool) -> Result<Self::Value, E> {
+                Ok(Scalar::Invalid(v.to_string()))
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+                while seq.next_element::<IgnoredAny>()?.is_some() {}
+                Ok(Scalar::Invalid("an array".into()))
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+                while map.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
+                Ok(Scalar::Invalid("an object".into()))
+            }
+        }
+        deserializer.deserialize_any(ScalarVisitor)
+    }
+}
+
+impl<'de> Deserialize<'de> for Instance<'de> {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct InstanceVisitor;
+        impl<'de> Visitor<'de> for InstanceVisitor {
+            type Value = Instance<'de>;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("an object of column -> value")
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+                let mut fields = Vec::with_capacity(map.size_hint().unwrap_or(16));
+                while let Some(Text(key)) = map.next_key::<Text<'de>>()? {
+                    fields.push((key, map.next_value::<Scalar<'de>>()?));
+                }
+                Ok(Instance::Record(fields))
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+                while seq.next_element::<IgnoredAny>()?.is_some() {}
+                Ok(Instance::NotAnObject("an array".into()))
+            }
+            fn visit_f64<E: de::Error>(self, v: f64) -> Result<Self::Value, E> {
+                Ok(Instance::NotAnObject(v.to_string()))
+            }
+            fn visit_i64<E: de::Error>(self, v: i64) -> Result<Self::Value, E> {
+                Ok(Instance::NotAnObject(v.to_string()))
+            }
+            fn visit_u64<E: de::Error>(self, v: u64) -> Result<Self::Value, E> {
+                Ok(Instance::NotAnObject(v.to_string()))
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<Self::Value, E> {
+                Ok(Instance::NotAnObject(format!("{v:?}")))
+            }
+            fn visit_bool<E: de::Error>(self, v: bool) -> Result<Self::Value, E> {
+                Ok(Instance::NotAnObject(v.to_string()))
+            }
+            fn visit_unit<E: de::Error>(self) -> Result<Self::Value, E> {
+                Ok(Instance::NotAnObject("null".into()))
+            }
+        }
+        deserializer.deserialize_any(InstanceVisitor)
+    }
 }
 
 /// Class probabilities as a JSON object in class order.

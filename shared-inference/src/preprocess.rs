@@ -93,7 +93,7 @@ impl Preprocessor {
                 ) => {
                     for (row, x) in xs.iter().enumerate() {
                         let value = x.unwrap_or(most_frequent.as_str());
-                        match categories.iter().position(|c| c == value) {
+                        match categories.iter().position(|c| same_text(c, value)) {
                             Some(hot) => out[row * width + offset + hot] = 1.0,
                             None if *unknown == UnknownCategoryPolicy::ZeroVector => {}
                             None => errors.push(InputError::UnknownCategory {
@@ -129,6 +129,14 @@ impl Preprocessor {
             None => Ok(out),
         }
     }
+}
+
+/// String equality, inlined for the short strings categories usually are: a `memcmp` call per
+/// comparison dominated the transform of large batches.
+#[inline]
+fn same_text(a: &str, b: &str) -> bool {
+    let (a, b) = (a.as_bytes(), b.as_bytes());
+    a.len() == b.len() && if a.len() <= 16 { a.iter().zip(b).all(|(x, y)| x == y) } else { a == b }
 }
 
 #[cfg(test)]

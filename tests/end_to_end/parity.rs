@@ -135,8 +135,9 @@ fn check_model(name: &str) {
     let rows = test_rows(&test_csv, predictor);
     let state = AppState::new(
         registry,
-        Limits { max_body_bytes: 64 << 20, max_concurrency: 4, timeout: Duration::from_secs(30) },
-    );
+        Limits { max_body_bytes: 64 << 20, max_concurrency: 4, timeout: Duration::from_secs(30), inference_threads: 2 },
+    )
+    .expect("inference threads start");
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
     let classification = predictor.schema().task.is_classification();
     let n_outputs = predictor.manifest().network.n_outputs;

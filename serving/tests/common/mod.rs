@@ -22,7 +22,7 @@ use tower::ServiceExt;
 
 /// Generous limits: nothing in an ordinary test comes near them.
 pub fn default_limits() -> Limits {
-    Limits { max_body_bytes: 1 << 20, max_concurrency: 8, timeout: Duration::from_secs(30) }
+    Limits { max_body_bytes: 1 << 20, max_concurrency: 8, timeout: Duration::from_secs(30), inference_threads: 2 }
 }
 
 fn numeric(name: &str, median: f64, mean: f64, std: f64) -> (ColumnSpec, FittedColumn) {
@@ -166,7 +166,7 @@ impl Fixture {
         // A trainer's work in progress must be skipped, not loaded.
         std::fs::create_dir_all(root.join("houses").join(".tmp-3")).expect("create a work-in-progress directory");
         let registry = Registry::load_repository(&root).expect("the fixture repository loads");
-        let state = AppState::new(registry, limits);
+        let state = AppState::new(registry, limits).expect("inference threads start");
         Self { _dir: dir, root, state }
     }
 
