@@ -13,25 +13,103 @@ use crate::registry::LoadedModel;
 pub const INFERENCE_HEADER: &str = "inference-header-content-length";
 
 #[derive(Debug, Deserialize)]
-pub struct InferRequest {
+pub struct InferRequest<'a> {
     #[serde(default)]
     pub id: Option<String>,
     #[serde(default)]
     pub parameters: Option<Map<String, Value>>,
-    pub inputs: Vec<InputTensor>,
+    #[serde(borrow)]
+    pub inputs: Vec<InputTensor<'a>>,
     #[serde(default)]
     pub outputs: Option<Vec<RequestedOutput>>,
 }
 
 #[derive(Debug, Deserialize)]
-pub struct InputTensor {
+pub struct InputTensor<'a> {
     pub name: String,
     pub shape: Vec<i64>,
     pub datatype: String,
     #[serde(default)]
     pub parameters: Option<Map<String, Value>>,
-    #[serde(default)]
-    pub data: Option<Value>,
+    /// Nested or flat, read straight into row-major elements (no JSON tree).
+    #[serde(default, borrow)]
+    pub data: Option<Elements<'a>>,
+}
+
+/// A tensor's `data`, flattened in row-major order; text borrows from the body unless JSON
+/// escapes forced a copy.
+#[derive(Debug, Default)]
+pub struct Elements<'a>(pub Vec<Element<'a>>);
+
+#[derive(Debug)]
+pub enum Element<'a> {
+    Number(f64),
+    Text(std::borrow::Cow<'a, str>),
+    Null,
+    /// A boolean or an object, described for the error message.
+    Other(String),
+}
+
+impl<'de: 'a, 'a> Deserialize<'de> for Elements<'a> {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let mut out = Vec::new();
+        serde::de::DeserializeSeed::deserialize(Flatten(&mut out), deserializer)?;
+        Ok(Elements(out))
+    }
+}
+
+/// Appends one JSON value's elements (recursing into arrays) to the vector.
+struct Flatten<'v, 'a>(&'v mut Vec<Element<'a>>);
+
+impl<'de: 'a, 'a> serde::de::DeserializeSeed<'de> for Flatten<'_, 'a> {
+    type Value = ();
+    fn deserialize<D: serde::Deserializer<'de>>(self, deserializer: D) -> Result<(), D::Error> {
+        deserializer.deserialize_any(self)
+    }
+}
+
+impl<'de: 'a, 'a> serde::de::Visitor<'de> for Flatten<'_, 'a> {
+    type Value = ();
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("tensor data: numbers, strings, null, or arrays of them")
+    }
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
+        while seq.next_element_seed(Flatten(&mut *self.0))?.is_some() {}
+        Ok(())
+    }
+    fn visit_f64<E: serde::de::Error>(self, v: f64) -> Result<(), E> {
+        self.0.push(Element::Number(v));
+        Ok(())
+    }
+    fn visit_i64<E: serde::de::Error>(self, v: i64) -> Result<(), E> {
+        self.0.push(Element::Number(v as f64));
+        Ok(())
+    }
+    fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<(), E> {
+        self.0.push(Element::Number(v as f64));
+        Ok(())
+    }
+    fn visit_borrowed_str<E: serde::de::Error>(self, v: &'de str) -> Result<(), E> {
+        self.0.push(Element::Text(std::borrow::Cow::Borrowed(v)));
+        Ok(())
+    }
+    fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<(), E> {
+        self.0.push(Element::Text(std::borrow::Cow::Owned(v.to_string())));
+        Ok(())
+    }
+    fn visit_unit<E: serde::de::Error>(self) -> Result<(), E> {
+        self.0.push(Element::Null);
+        Ok(())
+    }
+    fn visit_bool<E: serde::de::Error>(self, v: bool) -> Result<(), E> {
+        self.0.push(Element::Other(v.to_string()));
+        Ok(())
+    }
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
+        while map.next_entry::<serde::de::IgnoredAny, serde::de::IgnoredAny>()?.is_some() {}
+        self.0.push(Element::Other("an object".into()));
+        Ok(())
+    }
 }
 
 #[derive(Debug, Deserialize)]
@@ -60,7 +138,7 @@ pub fn split_body<'a>(body: &'a [u8], header_length: Option<&str>) -> Result<(&'
     }
 }
 
-pub fn parse_request(json: &[u8]) -> Result<InferRequest, ApiError> {
+pub fn parse_request(json: &[u8]) -> Result<InferRequest<'_>, ApiError> {
     serde_json::from_slice(json)
         .map_err(|e| ApiError::bad_request(format!("failed to parse the request JSON buffer: {e}")))
 }
@@ -149,7 +227,7 @@ const NUMERIC_TYPES: &str = "FP32, FP64, INT8, INT16, INT32, INT64, UINT8, UINT1
 /// follows the JSON header (empty without the binary extension).
 pub fn decode_inputs<'a>(
     model: &LoadedModel,
-    request: &'a InferRequest,
+    request: &'a InferRequest<'_>,
     binary: &'a [u8],
 ) -> Result<ColumnBatch<'a>, ApiError> {
     let schema = model.predictor.schema();
@@ -261,15 +339,13 @@ fn rows_of_shape(shape: &[i64]) -> Option<usize> {
 
 fn decode_json<'a>(
     model: &str,
-    tensor: &InputTensor,
+    tensor: &InputTensor<'_>,
     datatype: DataType,
-    data: &'a Value,
+    data: &'a Elements<'_>,
     n: usize,
 ) -> Result<ColumnValues<'a>, ApiError> {
     let input = tensor.name.as_str();
-    // Never size a buffer from the declared shape: it is untrusted and may be huge.
-    let mut flat = Vec::new();
-    flatten(data, &mut flat);
+    let flat = &data.0;
     if flat.len() != n {
         return Err(ApiError::bad_request(format!(
             "input '{input}' for model '{model}' has shape {:?} ({n} elements) but its data holds {} elements",
@@ -282,10 +358,11 @@ fn decode_json<'a>(
             .iter()
             .enumerate()
             .map(|(row, v)| match v {
-                Value::String(s) => Ok(Some(s.as_str())),
-                Value::Null => Ok(None),
+                Element::Text(s) => Ok(Some(s.as_ref())),
+                Element::Null => Ok(None),
                 other => Err(ApiError::bad_request(format!(
-                    "input '{input}', element {row}: BYTES elements must be strings (or null for missing), got {other}"
+                    "input '{input}', element {row}: BYTES elements must be strings (or null for missing), got {}",
+                    describe(other)
                 ))),
             })
             .collect::<Result<_, _>>()?;
@@ -295,18 +372,17 @@ fn decode_json<'a>(
         .iter()
         .enumerate()
         .map(|(row, v)| match v {
-            Value::Number(number) => {
-                let x = number.as_f64().unwrap_or(f64::NAN);
+            &Element::Number(x) => {
                 if let Some((low, high)) = datatype.integer_range() {
                     if x.fract() != 0.0 {
                         return Err(ApiError::bad_request(format!(
-                            "input '{input}', element {row}: {number} is not an integer but the datatype is {}",
+                            "input '{input}', element {row}: {x} is not an integer but the datatype is {}",
                             tensor.datatype
                         )));
                     }
                     if x < low || x > high {
                         return Err(ApiError::bad_request(format!(
-                            "input '{input}', element {row}: {number} is out of range for {}",
+                            "input '{input}', element {row}: {x} is out of range for {}",
                             tensor.datatype
                         )));
                     }
@@ -314,19 +390,22 @@ fn decode_json<'a>(
                 // An FP32 tensor carries f32 values, whichever way it travels.
                 Ok(if datatype == DataType::F32 { f64::from(x as f32) } else { x })
             }
-            Value::Null => Ok(f64::NAN),
+            Element::Null => Ok(f64::NAN),
             other => Err(ApiError::bad_request(format!(
-                "input '{input}', element {row}: expected a number (or null for missing), got {other}"
+                "input '{input}', element {row}: expected a number (or null for missing), got {}",
+                describe(other)
             ))),
         })
         .collect::<Result<_, _>>()?;
     Ok(ColumnValues::Numeric(values))
 }
 
-fn flatten<'a>(value: &'a Value, out: &mut Vec<&'a Value>) {
-    match value {
-        Value::Array(items) => items.iter().for_each(|item| flatten(item, out)),
-        other => out.push(other),
+fn describe(element: &Element<'_>) -> String {
+    match element {
+        Element::Number(x) => x.to_string(),
+        Element::Text(s) => format!("{s:?}"),
+        Element::Null => "null".into(),
+        Element::Other(what) => what.clone(),
     }
 }
 
@@ -399,7 +478,7 @@ fn flag(parameters: &Option<Map<String, Value>>, key: &str) -> bool {
     parameters.as_ref().and_then(|p| p.get(key)).and_then(Value::as_bool).unwrap_or(false)
 }
 
-pub fn plan_outputs(model: &LoadedModel, request: &InferRequest) -> Result<OutputPlan, ApiError> {
+pub fn plan_outputs(model: &LoadedModel, request: &InferRequest<'_>) -> Result<OutputPlan, ApiError> {
     let all_binary = flag(&request.parameters, "binary_data_output");
     let known = output_names(model);
     let outputs = match &request.outputs {
