@@ -33,6 +33,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import tomllib
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -432,30 +433,15 @@ def bench_training(ctx, args) -> dict:
     line = next(l for l in out.splitlines() if l.startswith("trained "))
     # "... on <device>: N epochs in Xs (Ys/epoch), best epoch K"
     ours = float(line.split("(")[-1].split("s/epoch")[0])
-    config = (ROOT / "configs" / "diamonds.toml").read_text()
+    config = tomllib.loads((ROOT / "configs" / "diamonds.toml").read_text())
     sk = subprocess.run([str(venv_python()), str(ROOT / "benches" / "baselines" / "train_sklearn.py"),
                          "--data", str(ROOT / "data" / "diamonds.csv"), "--target", "price",
-                         "--hidden", hidden_layers(config), "--batch-size", str(batch_size(config)),
+                         "--hidden", ",".join(map(str, config["model"]["hidden_layers"])),
+                         "--batch-size", str(config["training"]["batch_size"]),
                          "--epochs", str(epochs), "--threads", str(os.cpu_count() or 1)],
                         capture_output=True, text=True, check=True).stdout
     baseline = json.loads(sk.strip().splitlines()[-1])
     return {"epochs": epochs, "serving_trainer_s_per_epoch": ours, "sklearn": baseline}
-
-
-def toml_value(config: str, key: str) -> str:
-    for line in config.splitlines():
-        stripped = line.split("#", 1)[0].strip()
-        if stripped.startswith(f"{key} ") or stripped.startswith(f"{key}="):
-            return stripped.split("=", 1)[1].strip()
-    raise KeyError(key)
-
-
-def hidden_layers(config: str) -> str:
-    return toml_value(config, "hidden_layers").strip("[]").replace(" ", "")
-
-
-def batch_size(config: str) -> int:
-    return int(toml_value(config, "batch_size"))
 
 
 # ---------------------------------------------------------------------------------------------

@@ -152,6 +152,7 @@ fn score_csv<W: Write>(
     let keep_index = column_indices(&header, &options.keep, "--keep")?;
     std::thread::scope(|scope| {
         let (sender, receiver) = std::sync::mpsc::sync_channel::<anyhow::Result<PreparedChunk>>(CHUNKS_IN_FLIGHT);
+        let columns = CsvColumns { width: header.len(), features: &feature_index, keep: &keep_index };
         let producer = scope.spawn(move || {
             // Records are reused from chunk to chunk: their buffers are allocated once.
             let mut records: Vec<csv::StringRecord> = Vec::new();
@@ -183,7 +184,6 @@ fn score_csv<W: Write>(
                 if failures.is_empty() {
                     break;
                 }
-                let columns = CsvColumns { width: header.len(), features: &feature_index, keep: &keep_index };
                 let chunk = prepare_csv_chunk(predictor, &records[..failures.len()], &failures, &columns);
                 if sender.send(chunk).is_err() {
                     return; // the scoring side stopped on an error of its own
@@ -219,11 +219,21 @@ fn prepare_chunk(predictor: &Predictor, rows: Vec<Row<'_>>) -> anyhow::Result<Pr
             Err(message) => Err(message.clone()),
         });
     }
-    let batch = builder.finish()?;
-    let mut features = Vec::new();
-    let errors = predictor.manifest().preprocessing.transform_into(&batch, &mut features);
-    mark_failed(&mut slots, errors);
     let (lines, kept) = rows.into_iter().map(|row| (row.line, row.kept)).unzip();
+    finish_chunk(predictor, builder, lines, kept, slots)
+}
+
+/// Preprocesses the rows a chunk's builder holds and records the rows that failed.
+fn finish_chunk(
+    predictor: &Predictor,
+    builder: RowBuilder<'_, '_>,
+    lines: Vec<u64>,
+    kept: Vec<Vec<Value>>,
+    mut slots: Vec<Result<usize, String>>,
+) -> anyhow::Result<PreparedChunk> {
+    let batch = builder.finish()?;
+    let (features, errors) = predictor.preprocess_partial(&batch);
+    mark_failed(&mut slots, errors);
     Ok(PreparedChunk { lines, kept, slots, features, n_rows: batch.n_rows() })
 }
 
@@ -329,11 +339,7 @@ fn prepare_csv_chunk(
         let at = builder.n_rows();
         slots.push(builder.push_cells(at, &cells).map(|()| at).map_err(|e| e.detail()));
     }
-    let batch = builder.finish()?;
-    let mut features = Vec::new();
-    let errors = predictor.manifest().preprocessing.transform_into(&batch, &mut features);
-    mark_failed(&mut slots, errors);
-    Ok(PreparedChunk { lines, kept, slots, features, n_rows: batch.n_rows() })
+    finish_chunk(predictor, builder, lines, kept, slots)
 }
 
 fn json_row<'a>(line: u64, map: &'a serde_json::Map<String, Value>, predictor: &Predictor, keep: &[String]) -> Row<'a> {

@@ -6,6 +6,7 @@ pub mod batch;
 pub mod cli;
 pub mod error;
 pub mod http;
+pub mod json;
 pub mod metrics;
 pub mod oip;
 pub mod pool;

@@ -7,6 +7,7 @@ use serde_json::{Map, Value};
 use shared_inference::{ColumnBatch, ColumnKind, ColumnValues, Predictions};
 
 use crate::error::ApiError;
+use crate::json::{Scalar, ScalarSink};
 use crate::registry::LoadedModel;
 
 /// The header that splits a binary-extension body into its JSON part and its tensor bytes.
@@ -36,79 +37,15 @@ pub struct InputTensor<'a> {
     pub data: Option<Elements<'a>>,
 }
 
-/// A tensor's `data`, flattened in row-major order; text borrows from the body unless JSON
-/// escapes forced a copy.
+/// A tensor's `data` (nested or flat), flattened in row-major order.
 #[derive(Debug, Default)]
-pub struct Elements<'a>(pub Vec<Element<'a>>);
-
-#[derive(Debug)]
-pub enum Element<'a> {
-    Number(f64),
-    Text(std::borrow::Cow<'a, str>),
-    Null,
-    /// A boolean or an object, described for the error message.
-    Other(String),
-}
+pub struct Elements<'a>(pub Vec<Scalar<'a>>);
 
 impl<'de: 'a, 'a> Deserialize<'de> for Elements<'a> {
     fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
         let mut out = Vec::new();
-        serde::de::DeserializeSeed::deserialize(Flatten(&mut out), deserializer)?;
+        serde::de::DeserializeSeed::deserialize(ScalarSink { out: &mut out, flatten_arrays: true }, deserializer)?;
         Ok(Elements(out))
-    }
-}
-
-/// Appends one JSON value's elements (recursing into arrays) to the vector.
-struct Flatten<'v, 'a>(&'v mut Vec<Element<'a>>);
-
-impl<'de: 'a, 'a> serde::de::DeserializeSeed<'de> for Flatten<'_, 'a> {
-    type Value = ();
-    fn deserialize<D: serde::Deserializer<'de>>(self, deserializer: D) -> Result<(), D::Error> {
-        deserializer.deserialize_any(self)
-    }
-}
-
-impl<'de: 'a, 'a> serde::de::Visitor<'de> for Flatten<'_, 'a> {
-    type Value = ();
-    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("tensor data: numbers, strings, null, or arrays of them")
-    }
-    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
-        while seq.next_element_seed(Flatten(&mut *self.0))?.is_some() {}
-        Ok(())
-    }
-    fn visit_f64<E: serde::de::Error>(self, v: f64) -> Result<(), E> {
-        self.0.push(Element::Number(v));
-        Ok(())
-    }
-    fn visit_i64<E: serde::de::Error>(self, v: i64) -> Result<(), E> {
-        self.0.push(Element::Number(v as f64));
-        Ok(())
-    }
-    fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<(), E> {
-        self.0.push(Element::Number(v as f64));
-        Ok(())
-    }
-    fn visit_borrowed_str<E: serde::de::Error>(self, v: &'de str) -> Result<(), E> {
-        self.0.push(Element::Text(std::borrow::Cow::Borrowed(v)));
-        Ok(())
-    }
-    fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<(), E> {
-        self.0.push(Element::Text(std::borrow::Cow::Owned(v.to_string())));
-        Ok(())
-    }
-    fn visit_unit<E: serde::de::Error>(self) -> Result<(), E> {
-        self.0.push(Element::Null);
-        Ok(())
-    }
-    fn visit_bool<E: serde::de::Error>(self, v: bool) -> Result<(), E> {
-        self.0.push(Element::Other(v.to_string()));
-        Ok(())
-    }
-    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
-        while map.next_entry::<serde::de::IgnoredAny, serde::de::IgnoredAny>()?.is_some() {}
-        self.0.push(Element::Other("an object".into()));
-        Ok(())
     }
 }
 
@@ -358,11 +295,11 @@ fn decode_json<'a>(
             .iter()
             .enumerate()
             .map(|(row, v)| match v {
-                Element::Text(s) => Ok(Some(s.as_ref())),
-                Element::Null => Ok(None),
+                Scalar::Text(s) => Ok(Some(s.as_ref())),
+                Scalar::Null => Ok(None),
                 other => Err(ApiError::bad_request(format!(
                     "input '{input}', element {row}: BYTES elements must be strings (or null for missing), got {}",
-                    describe(other)
+                    other.describe()
                 ))),
             })
             .collect::<Result<_, _>>()?;
@@ -372,7 +309,7 @@ fn decode_json<'a>(
         .iter()
         .enumerate()
         .map(|(row, v)| match v {
-            &Element::Number(x) => {
+            &Scalar::Number(x) => {
                 if let Some((low, high)) = datatype.integer_range() {
                     if x.fract() != 0.0 {
                         return Err(ApiError::bad_request(format!(
@@ -390,23 +327,14 @@ fn decode_json<'a>(
                 // An FP32 tensor carries f32 values, whichever way it travels.
                 Ok(if datatype == DataType::F32 { f64::from(x as f32) } else { x })
             }
-            Element::Null => Ok(f64::NAN),
+            Scalar::Null => Ok(f64::NAN),
             other => Err(ApiError::bad_request(format!(
                 "input '{input}', element {row}: expected a number (or null for missing), got {}",
-                describe(other)
+                other.describe()
             ))),
         })
         .collect::<Result<_, _>>()?;
     Ok(ColumnValues::Numeric(values))
-}
-
-fn describe(element: &Element<'_>) -> String {
-    match element {
-        Element::Number(x) => x.to_string(),
-        Element::Text(s) => format!("{s:?}"),
-        Element::Null => "null".into(),
-        Element::Other(what) => what.clone(),
-    }
 }
 
 fn decode_binary<'a>(input: &str, datatype: DataType, bytes: &'a [u8], n: usize) -> Result<ColumnValues<'a>, ApiError> {

@@ -10,6 +10,7 @@ use shared_inference::input::RowBuilder;
 use shared_inference::{Cell, ColumnBatch, Predictions};
 
 use crate::error::ApiError;
+use crate::json::{Scalar, ScalarSink, Text};
 use crate::registry::LoadedModel;
 
 /// The request, parsed straight into records whose keys and text borrow from the body: no
@@ -22,18 +23,12 @@ pub struct V1Request<'a> {
 /// One element of `instances`: a record, or a description of what came instead.
 #[derive(Debug)]
 pub enum Instance<'a> {
-    Record(Vec<(Cow<'a, str>, Scalar<'a>)>),
+    /// Column names and their values, in the order sent.
+    Record {
+        keys: Vec<Cow<'a, str>>,
+        values: Vec<Scalar<'a>>,
+    },
     NotAnObject(String),
-}
-
-/// One value of a record as sent.
-#[derive(Debug)]
-pub enum Scalar<'a> {
-    Number(f64),
-    Text(Cow<'a, str>),
-    Null,
-    /// Anything else (a boolean, an array, an object), described for the error message.
-    Invalid(String),
 }
 
 pub fn parse_request(body: &[u8]) -> Result<V1Request<'_>, ApiError> {
@@ -46,8 +41,8 @@ pub fn decode_instances<'a>(model: &LoadedModel, request: &'a V1Request<'_>) -> 
     let mut builder = RowBuilder::new(schema, request.instances.len());
     let mut cells = Vec::with_capacity(schema.features.len());
     for (row, instance) in request.instances.iter().enumerate() {
-        let fields = match instance {
-            Instance::Record(fields) => fields,
+        let (keys, values) = match instance {
+            Instance::Record { keys, values } => (keys, values),
             Instance::NotAnObject(got) => {
                 return Err(ApiError::bad_request(format!(
                     "model '{}', instance {row}: each instance must be an object of column -> value, got {got}",
@@ -56,7 +51,7 @@ pub fn decode_instances<'a>(model: &LoadedModel, request: &'a V1Request<'_>) -> 
             }
         };
         cells.clear();
-        for (column, value) in fields {
+        for (column, value) in keys.iter().zip(values) {
             let cell = match value {
                 Scalar::Number(n) => Cell::Number(*n),
                 Scalar::Text(text) => Cell::Text(text.as_ref()),
@@ -105,70 +100,6 @@ impl<'de> Deserialize<'de> for V1Request<'de> {
     }
 }
 
-/// Text that borrows from the body unless JSON escapes forced a copy.
-struct Text<'a>(Cow<'a, str>);
-
-impl<'de> Deserialize<'de> for Text<'de> {
-    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        struct TextVisitor;
-        impl<'de> Visitor<'de> for TextVisitor {
-            type Value = Text<'de>;
-            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str("a column name")
-            }
-            fn visit_borrowed_str<E: de::Error>(self, v: &'de str) -> Result<Self::Value, E> {
-                Ok(Text(Cow::Borrowed(v)))
-            }
-            fn visit_str<E: de::Error>(self, v: &str) -> Result<Self::Value, E> {
-                Ok(Text(Cow::Owned(v.to_string())))
-            }
-        }
-        deserializer.deserialize_str(TextVisitor)
-    }
-}
-
-impl<'de> Deserialize<'de> for Scalar<'de> {
-    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        struct ScalarVisitor;
-        impl<'de> Visitor<'de> for ScalarVisitor {
-            type Value = Scalar<'de>;
-            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str("a number, text or null")
-            }
-            fn visit_f64<E: de::Error>(self, v: f64) -> Result<Self::Value, E> {
-                Ok(Scalar::Number(v))
-            }
-            fn visit_i64<E: de::Error>(self, v: i64) -> Result<Self::Value, E> {
-                Ok(Scalar::Number(v as f64))
-            }
-            fn visit_u64<E: de::Error>(self, v: u64) -> Result<Self::Value, E> {
-                Ok(Scalar::Number(v as f64))
-            }
-            fn visit_borrowed_str<E: de::Error>(self, v: &'de str) -> Result<Self::Value, E> {
-                Ok(Scalar::Text(Cow::Borrowed(v)))
-            }
-            fn visit_str<E: de::Error>(self, v: &str) -> Result<Self::Value, E> {
-                Ok(Scalar::Text(Cow::Owned(v.to_string())))
-            }
-            fn visit_unit<E: de::Error>(self) -> Result<Self::Value, E> {
-                Ok(Scalar::Null)
-            }
-            fn visit_bool<E: de::Error>(self, v: bool) -> Result<Self::Value, E> {
-                Ok(Scalar::Invalid(v.to_string()))
-            }
-            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
-                while seq.next_element::<IgnoredAny>()?.is_some() {}
-                Ok(Scalar::Invalid("an array".into()))
-            }
-            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
-                while map.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
-                Ok(Scalar::Invalid("an object".into()))
-            }
-        }
-        deserializer.deserialize_any(ScalarVisitor)
-    }
-}
-
 impl<'de> Deserialize<'de> for Instance<'de> {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
         struct InstanceVisitor;
@@ -178,11 +109,12 @@ impl<'de> Deserialize<'de> for Instance<'de> {
                 f.write_str("an object of column -> value")
             }
             fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
-                let mut fields = Vec::with_capacity(map.size_hint().unwrap_or(16));
+                let (mut keys, mut values) = (Vec::new(), Vec::new());
                 while let Some(Text(key)) = map.next_key::<Text<'de>>()? {
-                    fields.push((key, map.next_value::<Scalar<'de>>()?));
+                    keys.push(key);
+                    map.next_value_seed(ScalarSink { out: &mut values, flatten_arrays: false })?;
                 }
-                Ok(Instance::Record(fields))
+                Ok(Instance::Record { keys, values })
             }
             fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
                 while seq.next_element::<IgnoredAny>()?.is_some() {}

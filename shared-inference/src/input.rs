@@ -131,11 +131,8 @@ impl<'s, 'a> RowBuilder<'s, 'a> {
     {
         self.seen.iter_mut().for_each(|s| *s = false);
         let mut parsed: Vec<Cell<'a>> = vec![Cell::Missing; self.columns.len()];
-        let features = &self.schema.features;
-        for (at, (name, cell)) in cells.into_iter().enumerate() {
-            // Records usually list their columns in schema order: try that position first.
-            let in_order = features.get(at).is_some_and(|spec| spec.name == name);
-            let Some(index) = (if in_order { Some(at) } else { self.schema.position(name) }) else {
+        for (name, cell) in cells {
+            let Some(index) = self.schema.position(name) else {
                 return Err(InputError::UnknownColumn {
                     column: name.to_string(),
                     expected: self.schema.feature_names(),

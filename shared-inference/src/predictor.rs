@@ -64,9 +64,16 @@ impl Predictor {
     /// the zero-based row index inside the error); their entries in the predictions hold no
     /// meaningful value and must not be reported.
     pub fn predict_partial(&self, batch: &ColumnBatch<'_>) -> (Predictions, Vec<InputError>) {
+        let (features, errors) = self.preprocess_partial(batch);
+        (self.predict_features(features, batch.n_rows()), errors)
+    }
+
+    /// The first half of [`Self::predict_partial`]: `features [n_rows, n_features]` for
+    /// [`Self::predict_features`], and the rows that failed (their features are zeros).
+    pub fn preprocess_partial(&self, batch: &ColumnBatch<'_>) -> (Vec<f32>, Vec<InputError>) {
         let mut features = Vec::new();
         let errors = self.manifest.preprocessing.transform_into(batch, &mut features);
-        (self.predict_features(features, batch.n_rows()), errors)
+        (features, errors)
     }
 
     /// Predicts records given as `(column, value)` pairs; see [`ColumnBatch::from_records`].

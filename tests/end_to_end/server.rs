@@ -208,9 +208,11 @@ fn real_binary_serves_v1_and_v2_and_drains_on_sigterm() {
         std::thread::sleep(Duration::from_millis(5));
     }
     assert!(completed.load(Ordering::SeqCst) >= 8, "load never got going");
+    // Marked before the signal goes out: from then on a refused connection is the server
+    // having stopped accepting, not a failure (marking after `kill` returns leaves a window).
+    *signal_sent.lock().expect("lock") = Some(Instant::now());
     let status = Command::new("kill").args(["-TERM", &child.id().to_string()]).status().expect("kill runs");
     assert!(status.success());
-    *signal_sent.lock().expect("lock") = Some(Instant::now());
 
     let exit = {
         let deadline = Instant::now() + Duration::from_secs(30);

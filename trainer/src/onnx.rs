@@ -353,38 +353,24 @@ impl GraphBuilder {
     }
 
     fn constant_f32(&mut self, dims: &[i64], values: &[f32]) -> String {
-        let name = self.fresh("const");
-        self.initializers.push(TensorProto {
-            name: name.clone(),
-            dims: dims.to_vec(),
-            data_type: DataType::FLOAT as i32,
-            float_data: values.to_vec(),
-            ..Default::default()
-        });
-        name
+        self.constant(dims, DataType::FLOAT, |t| t.float_data = values.to_vec())
     }
 
     fn constant_f64(&mut self, dims: &[i64], values: &[f64]) -> String {
-        let name = self.fresh("const");
-        self.initializers.push(TensorProto {
-            name: name.clone(),
-            dims: dims.to_vec(),
-            data_type: DataType::DOUBLE as i32,
-            double_data: values.to_vec(),
-            ..Default::default()
-        });
-        name
+        self.constant(dims, DataType::DOUBLE, |t| t.double_data = values.to_vec())
     }
 
     fn constant_i64(&mut self, dims: &[i64], values: &[i64]) -> String {
+        self.constant(dims, DataType::INT64, |t| t.int64_data = values.to_vec())
+    }
+
+    /// A fresh initializer of `data_type`; `fill` sets its values.
+    fn constant(&mut self, dims: &[i64], data_type: DataType, fill: impl FnOnce(&mut TensorProto)) -> String {
         let name = self.fresh("const");
-        self.initializers.push(TensorProto {
-            name: name.clone(),
-            dims: dims.to_vec(),
-            data_type: DataType::INT64 as i32,
-            int64_data: values.to_vec(),
-            ..Default::default()
-        });
+        let mut tensor =
+            TensorProto { name: name.clone(), dims: dims.to_vec(), data_type: data_type as i32, ..Default::default() };
+        fill(&mut tensor);
+        self.initializers.push(tensor);
         name
     }
 }

@@ -1,0 +1,115 @@
+//! JSON values read straight from a request body, without a `serde_json::Value` tree: scalars
+//! whose text borrows from the body (unless JSON escapes forced a copy), and a sink that appends
+//! them to a vector, flattening nested arrays where the protocol allows it (OIP tensor data) or
+//! describing an array as invalid where it does not (a KServe v1 record's value).
+
+use std::borrow::Cow;
+use std::fmt;
+
+use serde::de::{self, DeserializeSeed, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
+
+/// One value as sent.
+#[derive(Debug)]
+pub enum Scalar<'a> {
+    Number(f64),
+    Text(Cow<'a, str>),
+    Null,
+    /// Anything else (a boolean, an array where none is allowed, an object), described for the
+    /// error message.
+    Invalid(String),
+}
+
+impl Scalar<'_> {
+    /// The value as an error message quotes it.
+    pub fn describe(&self) -> String {
+        match self {
+            Scalar::Number(x) => x.to_string(),
+            Scalar::Text(s) => format!("{s:?}"),
+            Scalar::Null => "null".into(),
+            Scalar::Invalid(what) => what.clone(),
+        }
+    }
+}
+
+/// Appends the next JSON value to `out`: a scalar as one element; an array element by element
+/// (recursively) when `flatten_arrays`, else as one [`Scalar::Invalid`].
+pub struct ScalarSink<'v, 'a> {
+    pub out: &'v mut Vec<Scalar<'a>>,
+    pub flatten_arrays: bool,
+}
+
+impl<'de: 'a, 'a> DeserializeSeed<'de> for ScalarSink<'_, 'a> {
+    type Value = ();
+    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<(), D::Error> {
+        deserializer.deserialize_any(self)
+    }
+}
+
+impl<'de: 'a, 'a> Visitor<'de> for ScalarSink<'_, 'a> {
+    type Value = ();
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a number, text or null")
+    }
+    fn visit_f64<E: de::Error>(self, v: f64) -> Result<(), E> {
+        self.out.push(Scalar::Number(v));
+        Ok(())
+    }
+    fn visit_i64<E: de::Error>(self, v: i64) -> Result<(), E> {
+        self.visit_f64(v as f64)
+    }
+    fn visit_u64<E: de::Error>(self, v: u64) -> Result<(), E> {
+        self.visit_f64(v as f64)
+    }
+    fn visit_borrowed_str<E: de::Error>(self, v: &'de str) -> Result<(), E> {
+        self.out.push(Scalar::Text(Cow::Borrowed(v)));
+        Ok(())
+    }
+    fn visit_str<E: de::Error>(self, v: &str) -> Result<(), E> {
+        self.out.push(Scalar::Text(Cow::Owned(v.to_string())));
+        Ok(())
+    }
+    fn visit_unit<E: de::Error>(self) -> Result<(), E> {
+        self.out.push(Scalar::Null);
+        Ok(())
+    }
+    fn visit_bool<E: de::Error>(self, v: bool) -> Result<(), E> {
+        self.out.push(Scalar::Invalid(v.to_string()));
+        Ok(())
+    }
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
+        if self.flatten_arrays {
+            while seq.next_element_seed(ScalarSink { out: &mut *self.out, flatten_arrays: true })?.is_some() {}
+        } else {
+            while seq.next_element::<IgnoredAny>()?.is_some() {}
+            self.out.push(Scalar::Invalid("an array".into()));
+        }
+        Ok(())
+    }
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
+        while map.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
+        self.out.push(Scalar::Invalid("an object".into()));
+        Ok(())
+    }
+}
+
+/// Text (an object's key) that borrows from the body unless JSON escapes forced a copy.
+pub struct Text<'a>(pub Cow<'a, str>);
+
+impl<'de> de::Deserialize<'de> for Text<'de> {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct TextVisitor;
+        impl<'de> Visitor<'de> for TextVisitor {
+            type Value = Text<'de>;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a string")
+            }
+            fn visit_borrowed_str<E: de::Error>(self, v: &'de str) -> Result<Self::Value, E> {
+                Ok(Text(Cow::Borrowed(v)))
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<Self::Value, E> {
+                Ok(Text(Cow::Owned(v.to_string())))
+            }
+        }
+        deserializer.deserialize_str(TextVisitor)
+    }
+}
