@@ -103,7 +103,8 @@ fn predictor_paths(c: &mut Criterion) {
         let batch = records(&predictor, &header, &rows, 4096);
         let columns = shared_inference::ColumnBatch::from_records(predictor.schema(), &batch)
             .unwrap_or_else(|e| panic!("{name}: {e}"));
-        let features = predictor.manifest().preprocessing.transform(&columns).unwrap_or_else(|e| panic!("{name}: {e}"));
+        let (features, errors) = predictor.preprocess_partial(&columns);
+        assert!(errors.is_empty(), "{name}: {errors:?}");
         let mut group = c.benchmark_group(format!("forward/{name}"));
         group.throughput(Throughput::Elements(4096));
         group.bench_function(BenchmarkId::from_parameter(4096), |b| {

@@ -273,19 +273,28 @@ def wrk(port: int, path: str, body: bytes, connections: int, seconds: float, cor
     return result
 
 
-def load_series(server: Server, path: str, body: bytes, connections: int, seconds: float, runs: int,
+def load_series(servers: dict, path: str, body: bytes, connections: int, seconds: float, runs: int,
                 core: str) -> dict:
-    wrk(server.port, path, body, connections, min(1.0, seconds), core)  # warm-up
-    results = [wrk(server.port, path, body, connections, seconds, core) for _ in range(runs)]
-    errors = sum(r["errors"] for r in results)
-    if errors:
-        raise RuntimeError(f"{server.kind} {path} c={connections}: {errors} failed requests")
-    return {
-        "rps": median([r["rps"] for r in results]),
-        "p50_ms": median([r["p50_us"] for r in results]) / 1000,
-        "p99_ms": median([r["p99_us"] for r in results]) / 1000,
-        "runs": results,
-    }
+    """`runs` load runs against each server, alternating between them run by run, so that a slow
+    spell of this shared machine falls on both sides of a ratio rather than on one."""
+    for server in servers.values():
+        wrk(server.port, path, body, connections, min(1.0, seconds), core)  # warm-up
+    results = {kind: [] for kind in servers}
+    for _ in range(runs):
+        for kind, server in servers.items():
+            results[kind].append(wrk(server.port, path, body, connections, seconds, core))
+    series = {}
+    for kind, runs_of_kind in results.items():
+        errors = sum(r["errors"] for r in runs_of_kind)
+        if errors:
+            raise RuntimeError(f"{kind} {path} c={connections}: {errors} failed requests")
+        series[kind] = {
+            "rps": median([r["rps"] for r in runs_of_kind]),
+            "p50_ms": median([r["p50_us"] for r in runs_of_kind]) / 1000,
+            "p99_ms": median([r["p99_us"] for r in runs_of_kind]) / 1000,
+            "runs": runs_of_kind,
+        }
+    return series
 
 
 # ---------------------------------------------------------------------------------------------
@@ -334,14 +343,18 @@ def bench_http(ctx, args) -> dict:
         cases.append(("v1", 1, 1, LOAD_CORE, v1_path, v1_body(one)))
         cases.append(("v1", 64, 8, LOAD_CORE, v1_path, v1_body(many)))
         cases.append(("v2", 64, 8, LOAD_CORE, v2_path, v2_body(many, manifest)))
-        for kind in ("serving", "baseline"):
-            with Server(kind, repository) as server:
-                for protocol, n_rows, connections, core, path, body in cases:
+        # Both servers run at once (pinned to the same core, the idle one asleep) so that each
+        # case alternates between them.
+        with Server("serving", repository) as serving, Server("baseline", repository) as baseline:
+            servers = {"serving": serving, "baseline": baseline}
+            for protocol, n_rows, connections, core, path, body in cases:
+                for server in servers.values():
                     server.post(path, body)  # the request is valid before it is measured
-                    cross = connections == 1 and core != SERVER_CORE
-                    key = f"{name}/{protocol}/rows{n_rows}/c{connections}{'-cross-core' if cross else ''}"
-                    log(f"http {kind} {key}")
-                    series = load_series(server, path, body, connections, args.seconds, args.runs, core)
+                cross = connections == 1 and core != SERVER_CORE
+                key = f"{name}/{protocol}/rows{n_rows}/c{connections}{'-cross-core' if cross else ''}"
+                log(f"http {key}")
+                for kind, series in load_series(servers, path, body, connections, args.seconds, args.runs,
+                                                core).items():
                     series["rows_per_s"] = series["rps"] * n_rows
                     results.setdefault(key, {})[kind] = series
     return results
@@ -466,7 +479,8 @@ def report(results: dict, args) -> str:
     lines = [f"Measured {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())} on {machine()}; "
              f"`python3 benches/run.py{' --quick' if args.quick else ''}`. Servers pinned to core {SERVER_CORE}, "
              f"wrk (1 thread) to core {LOAD_CORE} (to core {SERVER_CORE} with one connection); each figure the "
-             f"median of {args.runs} runs of {args.seconds:g} s.", ""]
+             f"median of {args.runs} runs of {args.seconds:g} s, alternating run by run between our server and the "
+             f"baseline.", ""]
     if "http" in results:
         lines += ["### HTTP, one record per request (budget: throughput ≥ 10x, p99 ≤ 1/5 of the baseline)", "",
                   "| model | protocol | conns | serving req/s | baseline req/s | ratio | serving p99 ms | baseline p99 ms | p99 ratio | budget |",

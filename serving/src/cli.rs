@@ -52,6 +52,11 @@ pub struct ServeArgs {
     /// Threads that run forward passes, fed in arrival order (default: one per available CPU).
     #[arg(long, default_value_t = 0, hide_default_value = true)]
     pub inference_threads: usize,
+    /// Requests with a body of at most this many bytes are answered on the I/O thread that read
+    /// them instead of being handed to an inference thread (the hand-off costs more than their
+    /// work); 0 hands every request over. Only handed-over requests are subject to the timeout.
+    #[arg(long, default_value_t = 16 * 1024)]
+    pub inline_max_bytes: usize,
     /// Time limit per inference request, in milliseconds; slower requests get 503.
     #[arg(long, default_value_t = 30_000)]
     pub timeout_millis: u64,
@@ -140,6 +145,7 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
         max_concurrency: args.max_concurrency.max(1),
         timeout: Duration::from_millis(args.timeout_millis.max(1)),
         inference_threads: args.inference_threads,
+        inline_max_bytes: args.inline_max_bytes,
     };
     let state = AppState::new(registry, limits).context("starting the inference threads")?;
     tracing::info!(threads = state.inference_threads(), "inference threads started");

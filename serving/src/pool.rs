@@ -63,6 +63,12 @@ impl InferencePool {
     }
 }
 
+/// Runs `work` on the calling thread, catching a panic as [`InferencePool::run`] does: for work
+/// too small to be worth a hand-off to an inference thread.
+pub fn run_here<T>(work: impl FnOnce() -> T) -> Result<T, Lost> {
+    std::panic::catch_unwind(AssertUnwindSafe(work)).map_err(|_| Lost)
+}
+
 fn worker(receiver: &Mutex<Receiver<Job>>) {
     loop {
         let job = {
@@ -99,6 +105,13 @@ mod tests {
             total += result.await.expect("runs after a panic");
         }
         assert_eq!(total, 56);
+    }
+
+    #[test]
+    fn run_here_runs_on_the_calling_thread_and_catches_a_panic() {
+        let caller = std::thread::current().id();
+        assert_eq!(run_here(|| std::thread::current().id()), Ok(caller));
+        assert_eq!(run_here(|| -> u8 { panic!("a failing forward pass") }), Err(Lost));
     }
 
     #[test]

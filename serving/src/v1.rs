@@ -4,7 +4,7 @@
 use std::borrow::Cow;
 use std::fmt;
 
-use serde::de::{self, Deserialize, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
+use serde::de::{self, Deserialize, DeserializeSeed, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
 use serde::ser::{Serialize, SerializeMap, Serializer};
 use shared_inference::input::RowBuilder;
 use shared_inference::{Cell, ColumnBatch, Predictions};
@@ -14,21 +14,47 @@ use crate::json::{Scalar, ScalarSink, Text};
 use crate::registry::LoadedModel;
 
 /// The request, parsed straight into records whose keys and text borrow from the body: no
-/// intermediate JSON tree, no map per instance.
-#[derive(Debug)]
+/// intermediate JSON tree, and every record's keys and values in two shared vectors rather than
+/// two vectors per record.
+#[derive(Debug, Default)]
 pub struct V1Request<'a> {
-    pub instances: Vec<Instance<'a>>,
+    /// Every record's column names, record after record, in the order sent.
+    keys: Vec<Cow<'a, str>>,
+    /// The value of each entry of `keys`.
+    values: Vec<Scalar<'a>>,
+    /// One per element of `instances`.
+    instances: Vec<Instance>,
 }
 
-/// One element of `instances`: a record, or a description of what came instead.
+/// One element of `instances`: a record (its entries end at this index of the request's keys
+/// and values), or a description of what came instead.
 #[derive(Debug)]
-pub enum Instance<'a> {
-    /// Column names and their values, in the order sent.
-    Record {
-        keys: Vec<Cow<'a, str>>,
-        values: Vec<Scalar<'a>>,
-    },
+enum Instance {
+    Record { end: usize },
     NotAnObject(String),
+}
+
+impl<'a> V1Request<'a> {
+    pub fn len(&self) -> usize {
+        self.instances.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.instances.is_empty()
+    }
+
+    /// Each instance as its `(column, value)` entries, or what came instead of an object.
+    fn records(&self) -> impl Iterator<Item = Result<(&[Cow<'a, str>], &[Scalar<'a>]), &str>> {
+        let mut start = 0;
+        self.instances.iter().map(move |instance| match instance {
+            Instance::Record { end } => {
+                let entries = (&self.keys[start..*end], &self.values[start..*end]);
+                start = *end;
+                Ok(entries)
+            }
+            Instance::NotAnObject(got) => Err(got.as_str()),
+        })
+    }
 }
 
 pub fn parse_request(body: &[u8]) -> Result<V1Request<'_>, ApiError> {
@@ -38,35 +64,32 @@ pub fn parse_request(body: &[u8]) -> Result<V1Request<'_>, ApiError> {
 
 pub fn decode_instances<'a>(model: &LoadedModel, request: &'a V1Request<'_>) -> Result<ColumnBatch<'a>, ApiError> {
     let schema = model.predictor.schema();
-    let mut builder = RowBuilder::new(schema, request.instances.len());
-    let mut cells = Vec::with_capacity(schema.features.len());
-    for (row, instance) in request.instances.iter().enumerate() {
-        let (keys, values) = match instance {
-            Instance::Record { keys, values } => (keys, values),
-            Instance::NotAnObject(got) => {
-                return Err(ApiError::bad_request(format!(
-                    "model '{}', instance {row}: each instance must be an object of column -> value, got {got}",
-                    model.name
-                )));
-            }
-        };
-        cells.clear();
-        for (column, value) in keys.iter().zip(values) {
+    let mut builder = RowBuilder::new(schema, request.len());
+    for (row, record) in request.records().enumerate() {
+        let (keys, values) = record.map_err(|got| {
+            ApiError::bad_request(format!(
+                "model '{}', instance {row}: each instance must be an object of column -> value, got {got}",
+                model.name
+            ))
+        })?;
+        if let Some((column, Scalar::Invalid(got))) =
+            keys.iter().zip(values).find(|(_, value)| matches!(value, Scalar::Invalid(_)))
+        {
+            return Err(ApiError::bad_request(format!(
+                "model '{}', instance {row}, column '{column}': expected a number, text or null, got {got}",
+                model.name
+            )));
+        }
+        let cells = keys.iter().zip(values).map(|(column, value)| {
             let cell = match value {
                 Scalar::Number(n) => Cell::Number(*n),
                 Scalar::Text(text) => Cell::Text(text.as_ref()),
-                Scalar::Null => Cell::Missing,
-                Scalar::Invalid(got) => {
-                    return Err(ApiError::bad_request(format!(
-                        "model '{}', instance {row}, column '{column}': expected a number, text or null, got {got}",
-                        model.name
-                    )));
-                }
+                Scalar::Null | Scalar::Invalid(_) => Cell::Missing,
             };
-            cells.push((column.as_ref(), cell));
-        }
+            (column.as_ref(), cell)
+        });
         builder
-            .push_row(row, cells.drain(..))
+            .push_row(row, cells)
             .map_err(|e| ApiError::bad_request(format!("model '{}', instance {row}: {e}", model.name)))?;
     }
     builder.finish().map_err(|e| ApiError::bad_request(format!("model '{}': {e}", model.name)))
@@ -81,65 +104,94 @@ impl<'de> Deserialize<'de> for V1Request<'de> {
                 f.write_str("an object with \"instances\"")
             }
             fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
-                let mut instances = None;
+                let mut request = None;
                 while let Some(Text(key)) = map.next_key::<Text<'de>>()? {
                     if key == "instances" {
-                        if instances.is_some() {
+                        if request.is_some() {
                             return Err(de::Error::duplicate_field("instances"));
                         }
-                        instances = Some(map.next_value::<Vec<Instance<'de>>>()?);
+                        let mut instances = V1Request::default();
+                        map.next_value_seed(Instances(&mut instances))?;
+                        request = Some(instances);
                     } else {
                         map.next_value::<IgnoredAny>()?;
                     }
                 }
-                let instances = instances.ok_or_else(|| de::Error::missing_field("instances"))?;
-                Ok(V1Request { instances })
+                request.ok_or_else(|| de::Error::missing_field("instances"))
             }
         }
         deserializer.deserialize_map(RequestVisitor)
     }
 }
 
-impl<'de> Deserialize<'de> for Instance<'de> {
-    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        struct InstanceVisitor;
-        impl<'de> Visitor<'de> for InstanceVisitor {
-            type Value = Instance<'de>;
-            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str("an object of column -> value")
-            }
-            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
-                let (mut keys, mut values) = (Vec::new(), Vec::new());
-                while let Some(Text(key)) = map.next_key::<Text<'de>>()? {
-                    keys.push(key);
-                    map.next_value_seed(ScalarSink { out: &mut values, flatten_arrays: false })?;
-                }
-                Ok(Instance::Record { keys, values })
-            }
-            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
-                while seq.next_element::<IgnoredAny>()?.is_some() {}
-                Ok(Instance::NotAnObject("an array".into()))
-            }
-            fn visit_f64<E: de::Error>(self, v: f64) -> Result<Self::Value, E> {
-                Ok(Instance::NotAnObject(v.to_string()))
-            }
-            fn visit_i64<E: de::Error>(self, v: i64) -> Result<Self::Value, E> {
-                Ok(Instance::NotAnObject(v.to_string()))
-            }
-            fn visit_u64<E: de::Error>(self, v: u64) -> Result<Self::Value, E> {
-                Ok(Instance::NotAnObject(v.to_string()))
-            }
-            fn visit_str<E: de::Error>(self, v: &str) -> Result<Self::Value, E> {
-                Ok(Instance::NotAnObject(format!("{v:?}")))
-            }
-            fn visit_bool<E: de::Error>(self, v: bool) -> Result<Self::Value, E> {
-                Ok(Instance::NotAnObject(v.to_string()))
-            }
-            fn visit_unit<E: de::Error>(self) -> Result<Self::Value, E> {
-                Ok(Instance::NotAnObject("null".into()))
-            }
+/// Reads the `instances` array into a [`V1Request`].
+struct Instances<'r, 'a>(&'r mut V1Request<'a>);
+
+impl<'de: 'a, 'a> DeserializeSeed<'de> for Instances<'_, 'a> {
+    type Value = ();
+    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<(), D::Error> {
+        deserializer.deserialize_seq(self)
+    }
+}
+
+impl<'de: 'a, 'a> Visitor<'de> for Instances<'_, 'a> {
+    type Value = ();
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("an array of instances")
+    }
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
+        while let Some(instance) = seq.next_element_seed(InstanceSink(&mut *self.0))? {
+            self.0.instances.push(instance);
         }
-        deserializer.deserialize_any(InstanceVisitor)
+        Ok(())
+    }
+}
+
+/// Reads one element of `instances`, appending a record's entries to the request's keys and
+/// values.
+struct InstanceSink<'r, 'a>(&'r mut V1Request<'a>);
+
+impl<'de: 'a, 'a> DeserializeSeed<'de> for InstanceSink<'_, 'a> {
+    type Value = Instance;
+    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<Instance, D::Error> {
+        deserializer.deserialize_any(self)
+    }
+}
+
+impl<'de: 'a, 'a> Visitor<'de> for InstanceSink<'_, 'a> {
+    type Value = Instance;
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("an object of column -> value")
+    }
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Instance, A::Error> {
+        let request = self.0;
+        while let Some(Text(key)) = map.next_key::<Text<'de>>()? {
+            request.keys.push(key);
+            map.next_value_seed(ScalarSink { out: &mut request.values, flatten_arrays: false })?;
+        }
+        Ok(Instance::Record { end: request.keys.len() })
+    }
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Instance, A::Error> {
+        while seq.next_element::<IgnoredAny>()?.is_some() {}
+        Ok(Instance::NotAnObject("an array".into()))
+    }
+    fn visit_f64<E: de::Error>(self, v: f64) -> Result<Instance, E> {
+        Ok(Instance::NotAnObject(v.to_string()))
+    }
+    fn visit_i64<E: de::Error>(self, v: i64) -> Result<Instance, E> {
+        Ok(Instance::NotAnObject(v.to_string()))
+    }
+    fn visit_u64<E: de::Error>(self, v: u64) -> Result<Instance, E> {
+        Ok(Instance::NotAnObject(v.to_string()))
+    }
+    fn visit_str<E: de::Error>(self, v: &str) -> Result<Instance, E> {
+        Ok(Instance::NotAnObject(format!("{v:?}")))
+    }
+    fn visit_bool<E: de::Error>(self, v: bool) -> Result<Instance, E> {
+        Ok(Instance::NotAnObject(v.to_string()))
+    }
+    fn visit_unit<E: de::Error>(self) -> Result<Instance, E> {
+        Ok(Instance::NotAnObject("null".into()))
     }
 }
 

@@ -910,6 +910,28 @@ async fn a_request_over_the_timeout_is_503() {
     assert_mentions(&message, &["timed out after 0 ms"]);
 }
 
+#[tokio::test]
+async fn requests_up_to_the_inline_size_are_answered_in_place_and_the_rest_on_the_inference_threads() {
+    // Milliseconds of work: handed to the inference threads under a zero timeout it is always
+    // late (`a_request_over_the_timeout_is_503`); answered in place it is not subject to the
+    // timeout. The answer must not depend on the path.
+    let rows: Vec<House> = (0..20_000).map(|i| (Some(f64::from(i % 200)), Some(3.0), Some("Rome"))).collect();
+    let request = houses_request(&rows, "FP32");
+    let size = request.to_string().len();
+    let limits = Limits { timeout: Duration::ZERO, max_body_bytes: 64 << 20, ..default_limits() };
+    let in_place = Fixture::with_limits(Limits { inline_max_bytes: size, ..limits });
+    let answered = in_place.post_json("/v2/models/houses/infer", &request).await;
+    assert_eq!(answered.status, StatusCode::OK, "{}", answered.text());
+    let handed_over = Fixture::with_limits(Limits { inline_max_bytes: size - 1, ..limits });
+    let message =
+        handed_over.post_json("/v2/models/houses/infer", &request).await.error(StatusCode::SERVICE_UNAVAILABLE);
+    assert_mentions(&message, &["timed out after 0 ms"]);
+    let pooled = Fixture::with_limits(Limits { inline_max_bytes: 0, max_body_bytes: 64 << 20, ..default_limits() });
+    let reference = pooled.post_json("/v2/models/houses/infer", &request).await;
+    assert_eq!(reference.status, StatusCode::OK);
+    assert_eq!(answered.json(), reference.json());
+}
+
 // ---------------------------------------------------------------------------------------------
 // Metrics
 // ---------------------------------------------------------------------------------------------

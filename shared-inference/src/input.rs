@@ -108,6 +108,9 @@ pub struct RowBuilder<'s, 'a> {
     schema: &'s Schema,
     columns: Vec<ColumnValues<'a>>,
     seen: Vec<bool>,
+    /// Per-record scratch, reused so that appending a record allocates nothing.
+    cells: Vec<Cell<'a>>,
+    numbers: Vec<f64>,
 }
 
 impl<'s, 'a> RowBuilder<'s, 'a> {
@@ -120,7 +123,14 @@ impl<'s, 'a> RowBuilder<'s, 'a> {
                 ColumnKind::Categorical => ColumnValues::Categorical(Vec::with_capacity(capacity)),
             })
             .collect();
-        Self { schema, columns, seen: vec![false; schema.features.len()] }
+        let n_columns = schema.features.len();
+        Self {
+            schema,
+            columns,
+            seen: vec![false; n_columns],
+            cells: Vec::with_capacity(n_columns),
+            numbers: Vec::with_capacity(n_columns),
+        }
     }
 
     /// Appends one record. `row` is only used in error messages. A column the record does not
@@ -130,9 +140,21 @@ impl<'s, 'a> RowBuilder<'s, 'a> {
         I: IntoIterator<Item = (&'a str, Cell<'a>)>,
     {
         self.seen.iter_mut().for_each(|s| *s = false);
-        let mut parsed: Vec<Cell<'a>> = vec![Cell::Missing; self.columns.len()];
-        for (name, cell) in cells {
-            let Some(index) = self.schema.position(name) else {
+        let mut parsed = std::mem::take(&mut self.cells);
+        parsed.clear();
+        parsed.resize(self.columns.len(), Cell::Missing);
+        let result = self.place_cells(cells, &mut parsed).and_then(|()| self.push_cells(row, &parsed));
+        self.cells = parsed;
+        result
+    }
+
+    /// Puts a record's named cells into schema order in `parsed`, checking every name.
+    fn place_cells<I>(&mut self, cells: I, parsed: &mut [Cell<'a>]) -> Result<(), InputError>
+    where
+        I: IntoIterator<Item = (&'a str, Cell<'a>)>,
+    {
+        for (i, (name, cell)) in cells.into_iter().enumerate() {
+            let Some(index) = self.schema.position_from(i, name) else {
                 return Err(InputError::UnknownColumn {
                     column: name.to_string(),
                     expected: self.schema.feature_names(),
@@ -149,24 +171,24 @@ impl<'s, 'a> RowBuilder<'s, 'a> {
                 expected: self.schema.feature_names(),
             });
         }
-        self.push_cells(row, &parsed)
+        Ok(())
     }
 
     /// Appends one record whose cells are already in schema order.
     pub fn push_cells(&mut self, row: usize, cells: &[Cell<'a>]) -> Result<(), InputError> {
         // Convert first, push second, so that a bad row leaves every column untouched.
-        let mut numbers = Vec::with_capacity(cells.len());
+        self.numbers.clear();
         for (spec, cell) in self.schema.features.iter().zip(cells) {
             if spec.kind == ColumnKind::Numeric {
-                numbers.push(parse_number(&spec.name, row, *cell)?);
+                self.numbers.push(parse_number(&spec.name, row, *cell)?);
             } else if let Cell::Number(n) = cell {
                 return Err(InputError::NotText { column: spec.name.clone(), row, got: format!("the number {n}") });
             }
         }
-        let mut numbers = numbers.into_iter();
+        let mut numbers = self.numbers.iter();
         for (values, cell) in self.columns.iter_mut().zip(cells) {
             match values {
-                ColumnValues::Numeric(v) => v.push(numbers.next().unwrap_or(f64::NAN)),
+                ColumnValues::Numeric(v) => v.push(numbers.next().copied().unwrap_or(f64::NAN)),
                 ColumnValues::Categorical(v) => v.push(match cell {
                     Cell::Text(t) => Some(*t),
                     _ => None,

@@ -94,9 +94,11 @@ pub fn classification(logits: &[f32], n_classes: usize) -> Predictions {
     let n_rows = logits.len() / n_classes.max(1);
     let mut probabilities = Vec::with_capacity(logits.len());
     let mut labels = Vec::with_capacity(n_rows);
+    let mut exps: Vec<f64> = Vec::with_capacity(n_classes);
     for row in logits.chunks_exact(n_classes) {
         let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-        let exps: Vec<f64> = row.iter().map(|&l| f64::from(l - max).exp()).collect();
+        exps.clear();
+        exps.extend(row.iter().map(|&l| f64::from(l - max).exp()));
         let sum: f64 = exps.iter().sum();
         probabilities.extend(exps.iter().map(|e| (e / sum) as f32));
         let label = row.iter().enumerate().fold(0, |best, (i, &l)| if l > row[best] { i } else { best });

@@ -11,7 +11,7 @@ use crate::Manifest;
 use crate::artifact::Artifact;
 use crate::error::{ArtifactError, InputError};
 use crate::input::{Cell, ColumnBatch};
-use crate::model::Mlp;
+use crate::model::{FoldedMlp, Mlp};
 use crate::postprocess::{self, Predictions};
 use crate::schema::{Schema, Task};
 
@@ -23,6 +23,9 @@ pub type CpuBackend = NdArray<f32>;
 pub struct Predictor {
     manifest: Manifest,
     model: Mlp<CpuBackend>,
+    /// The same network with biases folded into its matrix products, where that applies; then
+    /// features carry a trailing 1 per row (see [`FoldedMlp`]).
+    folded: Option<FoldedMlp<CpuBackend>>,
     device: NdArrayDevice,
 }
 
@@ -30,7 +33,8 @@ impl Predictor {
     pub fn new(artifact: &Artifact) -> Result<Self, ArtifactError> {
         let device = NdArrayDevice::Cpu;
         let model = artifact.model::<CpuBackend>(&device)?;
-        Ok(Self { manifest: artifact.manifest.clone(), model, device })
+        let folded = FoldedMlp::fold(&model);
+        Ok(Self { manifest: artifact.manifest.clone(), model, folded, device })
     }
 
     /// Reads, checks and loads the artifact in a version directory.
@@ -68,12 +72,23 @@ impl Predictor {
         (self.predict_features(features, batch.n_rows()), errors)
     }
 
-    /// The first half of [`Self::predict_partial`]: `features [n_rows, n_features]` for
+    /// The first half of [`Self::predict_partial`]: features `[n_rows, feature_width()]` for
     /// [`Self::predict_features`], and the rows that failed (their features are zeros).
     pub fn preprocess_partial(&self, batch: &ColumnBatch<'_>) -> (Vec<f32>, Vec<InputError>) {
         let mut features = Vec::new();
-        let errors = self.manifest.preprocessing.transform_into(batch, &mut features);
+        let width = self.feature_width();
+        let errors = self.manifest.preprocessing.transform_rows_into(batch, &mut features, width);
+        if self.folded.is_some() {
+            features.iter_mut().skip(width - 1).step_by(width).for_each(|one| *one = 1.0);
+        }
         (features, errors)
+    }
+
+    /// Values per row in the features [`Self::preprocess_partial`] makes and
+    /// [`Self::forward`] takes: the preprocessing's features, plus a trailing 1 when the
+    /// network's biases are folded into its matrix products.
+    pub fn feature_width(&self) -> usize {
+        self.manifest.network.n_features + usize::from(self.folded.is_some())
     }
 
     /// Predicts records given as `(column, value)` pairs; see [`ColumnBatch::from_records`].
@@ -84,7 +99,7 @@ impl Predictor {
         self.predict(&ColumnBatch::from_records(self.schema(), records)?)
     }
 
-    /// `features [n_rows, n_features]` (already preprocessed) -> postprocessed predictions.
+    /// Features from [`Self::preprocess_partial`] -> postprocessed predictions.
     pub fn predict_features(&self, features: Vec<f32>, n_rows: usize) -> Predictions {
         let outputs = self.forward(features, n_rows);
         match self.manifest.schema.task {
@@ -95,15 +110,20 @@ impl Predictor {
         }
     }
 
-    /// The network alone: `features [n_rows, n_features] -> outputs [n_rows, n_outputs]`.
+    /// The network alone: features `[n_rows, feature_width()]` from
+    /// [`Self::preprocess_partial`] -> outputs `[n_rows, n_outputs]`.
     pub fn forward(&self, features: Vec<f32>, n_rows: usize) -> Vec<f32> {
         if n_rows == 0 {
             return Vec::new();
         }
-        let n_features = self.manifest.network.n_features;
-        debug_assert_eq!(features.len(), n_rows * n_features);
-        let input = Tensor::<CpuBackend, 2>::from_data(TensorData::new(features, [n_rows, n_features]), &self.device);
-        let output = self.model.forward(input).into_data();
+        let width = self.feature_width();
+        debug_assert_eq!(features.len(), n_rows * width);
+        let input = Tensor::<CpuBackend, 2>::from_data(TensorData::new(features, [n_rows, width]), &self.device);
+        let output = match &self.folded {
+            Some(folded) => folded.forward(input),
+            None => self.model.forward(input),
+        }
+        .into_data();
         // The backend is f32 end to end, so this conversion cannot fail; an empty result would
         // surface as a row-count mismatch in the caller's tests rather than a panic here.
         output.into_vec::<f32>().unwrap_or_default()

@@ -7,6 +7,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::InputError;
 use crate::input::{ColumnBatch, ColumnValues};
+use crate::schema::same_text;
 
 /// What to do with a category that was never seen in training.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -73,8 +74,19 @@ impl Preprocessor {
     /// [`UnknownCategoryPolicy::Error`]) is reported in the returned list, one error per bad row,
     /// and its features are left as zeros; every other row is transformed normally.
     pub fn transform_into(&self, batch: &ColumnBatch<'_>, out: &mut Vec<f32>) -> Vec<InputError> {
+        self.transform_rows_into(batch, out, self.n_features())
+    }
+
+    /// [`Self::transform_into`] with rows `row_stride` values apart (at least
+    /// [`Self::n_features`]); the values past a row's features are left as zeros for the caller.
+    pub fn transform_rows_into(
+        &self,
+        batch: &ColumnBatch<'_>,
+        out: &mut Vec<f32>,
+        row_stride: usize,
+    ) -> Vec<InputError> {
         let n_rows = batch.n_rows();
-        let width = self.n_features();
+        let width = row_stride.max(self.n_features());
         out.clear();
         out.resize(n_rows * width, 0.0);
         let mut errors: Vec<InputError> = Vec::new();
@@ -91,9 +103,10 @@ impl Preprocessor {
                     FittedColumn::Categorical { name, categories, most_frequent, unknown },
                     ColumnValues::Categorical(xs),
                 ) => {
+                    let index = CategoryIndex::new(categories);
                     for (row, x) in xs.iter().enumerate() {
                         let value = x.unwrap_or(most_frequent.as_str());
-                        match categories.iter().position(|c| same_text(c, value)) {
+                        match index.position(categories, value) {
                             Some(hot) => out[row * width + offset + hot] = 1.0,
                             None if *unknown == UnknownCategoryPolicy::ZeroVector => {}
                             None => errors.push(InputError::UnknownCategory {
@@ -131,12 +144,44 @@ impl Preprocessor {
     }
 }
 
-/// String equality, inlined for the short strings categories usually are: a `memcmp` call per
-/// comparison dominated the transform of large batches.
-#[inline]
-fn same_text(a: &str, b: &str) -> bool {
-    let (a, b) = (a.as_bytes(), b.as_bytes());
-    a.len() == b.len() && if a.len() <= 16 { a.iter().zip(b).all(|(x, y)| x == y) } else { a == b }
+/// Finds a value's position in a vocabulary with one string comparison instead of a scan: each
+/// category is filed under a hash of its length and first and last bytes. A value equal to a
+/// category has that category's hash, so an empty slot means "unknown"; a slot two categories
+/// share falls back to the scan.
+struct CategoryIndex {
+    slots: [u8; Self::SLOTS],
+}
+
+impl CategoryIndex {
+    const SLOTS: usize = 64;
+    const EMPTY: u8 = u8::MAX;
+    const SHARED: u8 = u8::MAX - 1;
+
+    fn new(categories: &[String]) -> Self {
+        let mut slots = [Self::EMPTY; Self::SLOTS];
+        for (i, category) in categories.iter().enumerate() {
+            let slot = &mut slots[Self::hash(category)];
+            // Vocabularies past 253 entries are scanned; so are categories sharing a slot.
+            *slot = if *slot == Self::EMPTY && i < usize::from(Self::SHARED) { i as u8 } else { Self::SHARED };
+        }
+        Self { slots }
+    }
+
+    #[inline]
+    fn hash(text: &str) -> usize {
+        let bytes = text.as_bytes();
+        let (first, last) = (bytes.first().copied().unwrap_or(0), bytes.last().copied().unwrap_or(0));
+        (bytes.len().wrapping_mul(31) ^ usize::from(first).wrapping_mul(7) ^ usize::from(last)) % Self::SLOTS
+    }
+
+    #[inline]
+    fn position(&self, categories: &[String], value: &str) -> Option<usize> {
+        match self.slots[Self::hash(value)] {
+            Self::EMPTY => None,
+            Self::SHARED => categories.iter().position(|c| same_text(c, value)),
+            i => Some(usize::from(i)).filter(|&i| same_text(&categories[i], value)),
+        }
+    }
 }
 
 #[cfg(test)]
@@ -215,6 +260,30 @@ mod tests {
         // The valid rows around the bad one are transformed as usual.
         assert_eq!(&out[..4], &[2.0, 1.0, 0.0, 0.0]);
         assert_eq!(&out[8..], &[-2.0, 0.0, 1.0, 0.0]);
+    }
+
+    #[test]
+    fn category_index_finds_every_category_and_nothing_else() {
+        // Colliding slots, long and empty names, and more categories than slots.
+        let mut categories: Vec<String> =
+            ["", "a", "b", "ab", "ba", "aab", "abb", "a very long category name indeed", "Ideal", "VS2", "VVS2"]
+                .iter()
+                .map(|c| c.to_string())
+                .collect();
+        categories.extend((0..300).map(|i| format!("c{i}")));
+        for n in [1, 2, 5, categories.len()] {
+            let vocabulary = &categories[..n];
+            let index = CategoryIndex::new(vocabulary);
+            for (i, category) in vocabulary.iter().enumerate() {
+                assert_eq!(index.position(vocabulary, category), Some(i), "{category:?} of {n}");
+            }
+            for other in &categories[n..] {
+                assert_eq!(index.position(vocabulary, other), None, "{other:?} is not among {n}");
+            }
+            for stranger in ["x", "Idea", "ideal", "VS22", "c3000", "a very long category name indeeD"] {
+                assert_eq!(index.position(vocabulary, stranger), None, "{stranger:?}");
+            }
+        }
     }
 
     #[test]

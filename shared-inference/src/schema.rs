@@ -57,6 +57,24 @@ impl Schema {
     }
 
     pub fn position(&self, column: &str) -> Option<usize> {
-        self.features.iter().position(|c| c.name == column)
+        self.features.iter().position(|c| same_text(&c.name, column))
     }
+
+    /// [`Self::position`], trying `hint` first: records usually name their columns in schema
+    /// order, so the `i`-th name of a record is most often feature `i`.
+    #[inline]
+    pub fn position_from(&self, hint: usize, column: &str) -> Option<usize> {
+        match self.features.get(hint) {
+            Some(spec) if same_text(&spec.name, column) => Some(hint),
+            _ => self.position(column),
+        }
+    }
+}
+
+/// String equality, inlined for the short strings column names and categories usually are: a
+/// `memcmp` call per comparison dominated reading and transforming large batches.
+#[inline]
+pub(crate) fn same_text(a: &str, b: &str) -> bool {
+    let (a, b) = (a.as_bytes(), b.as_bytes());
+    a.len() == b.len() && if a.len() <= 16 { a.iter().zip(b).all(|(x, y)| x == y) } else { a == b }
 }

@@ -135,7 +135,13 @@ fn check_model(name: &str) {
     let rows = test_rows(&test_csv, predictor);
     let state = AppState::new(
         registry,
-        Limits { max_body_bytes: 64 << 20, max_concurrency: 4, timeout: Duration::from_secs(30), inference_threads: 2 },
+        Limits {
+            max_body_bytes: 64 << 20,
+            max_concurrency: 4,
+            timeout: Duration::from_secs(30),
+            inference_threads: 2,
+            inline_max_bytes: 16 * 1024,
+        },
     )
     .expect("inference threads start");
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");

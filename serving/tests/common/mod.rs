@@ -22,7 +22,13 @@ use tower::ServiceExt;
 
 /// Generous limits: nothing in an ordinary test comes near them.
 pub fn default_limits() -> Limits {
-    Limits { max_body_bytes: 1 << 20, max_concurrency: 8, timeout: Duration::from_secs(30), inference_threads: 2 }
+    Limits {
+        max_body_bytes: 1 << 20,
+        max_concurrency: 8,
+        timeout: Duration::from_secs(30),
+        inference_threads: 2,
+        inline_max_bytes: 16 * 1024,
+    }
 }
 
 fn numeric(name: &str, median: f64, mean: f64, std: f64) -> (ColumnSpec, FittedColumn) {
