@@ -108,9 +108,6 @@ pub struct RowBuilder<'s, 'a> {
     schema: &'s Schema,
     columns: Vec<ColumnValues<'a>>,
     seen: Vec<bool>,
-    /// Per-record scratch, reused so that appending a record allocates nothing.
-    cells: Vec<Cell<'a>>,
-    numbers: Vec<f64>,
 }
 
 impl<'s, 'a> RowBuilder<'s, 'a> {
@@ -123,14 +120,7 @@ impl<'s, 'a> RowBuilder<'s, 'a> {
                 ColumnKind::Categorical => ColumnValues::Categorical(Vec::with_capacity(capacity)),
             })
             .collect();
-        let n_columns = schema.features.len();
-        Self {
-            schema,
-            columns,
-            seen: vec![false; n_columns],
-            cells: Vec::with_capacity(n_columns),
-            numbers: Vec::with_capacity(n_columns),
-        }
+        Self { schema, columns, seen: vec![false; schema.features.len()] }
     }
 
     /// Appends one record. `row` is only used in error messages. A column the record does not
@@ -139,17 +129,18 @@ impl<'s, 'a> RowBuilder<'s, 'a> {
     where
         I: IntoIterator<Item = (&'a str, Cell<'a>)>,
     {
+        let n_rows = self.n_rows();
         self.seen.iter_mut().for_each(|s| *s = false);
-        let mut parsed = std::mem::take(&mut self.cells);
-        parsed.clear();
-        parsed.resize(self.columns.len(), Cell::Missing);
-        let result = self.place_cells(cells, &mut parsed).and_then(|()| self.push_cells(row, &parsed));
-        self.cells = parsed;
+        let result = self.push_named(row, cells);
+        if result.is_err() {
+            self.truncate(n_rows);
+        }
         result
     }
 
-    /// Puts a record's named cells into schema order in `parsed`, checking every name.
-    fn place_cells<I>(&mut self, cells: I, parsed: &mut [Cell<'a>]) -> Result<(), InputError>
+    /// Each cell goes straight to its column, in whatever order the record names them; the
+    /// caller rolls back a record that fails part-way.
+    fn push_named<I>(&mut self, row: usize, cells: I) -> Result<(), InputError>
     where
         I: IntoIterator<Item = (&'a str, Cell<'a>)>,
     {
@@ -163,7 +154,7 @@ impl<'s, 'a> RowBuilder<'s, 'a> {
             if std::mem::replace(&mut self.seen[index], true) {
                 return Err(InputError::DuplicateColumn { column: name.to_string() });
             }
-            parsed[index] = cell;
+            self.push_value(index, row, cell)?;
         }
         if let Some(index) = self.seen.iter().position(|s| !s) {
             return Err(InputError::MissingColumn {
@@ -174,28 +165,48 @@ impl<'s, 'a> RowBuilder<'s, 'a> {
         Ok(())
     }
 
-    /// Appends one record whose cells are already in schema order.
+    /// Appends one record whose cells are already in schema order. On error nothing is appended.
     pub fn push_cells(&mut self, row: usize, cells: &[Cell<'a>]) -> Result<(), InputError> {
-        // Convert first, push second, so that a bad row leaves every column untouched.
-        self.numbers.clear();
-        for (spec, cell) in self.schema.features.iter().zip(cells) {
-            if spec.kind == ColumnKind::Numeric {
-                self.numbers.push(parse_number(&spec.name, row, *cell)?);
-            } else if let Cell::Number(n) = cell {
-                return Err(InputError::NotText { column: spec.name.clone(), row, got: format!("the number {n}") });
-            }
-        }
-        let mut numbers = self.numbers.iter();
-        for (values, cell) in self.columns.iter_mut().zip(cells) {
-            match values {
-                ColumnValues::Numeric(v) => v.push(numbers.next().copied().unwrap_or(f64::NAN)),
-                ColumnValues::Categorical(v) => v.push(match cell {
-                    Cell::Text(t) => Some(*t),
-                    _ => None,
-                }),
+        debug_assert_eq!(cells.len(), self.columns.len(), "one cell per feature");
+        let n_rows = self.n_rows();
+        for (index, cell) in cells.iter().enumerate().take(self.columns.len()) {
+            if let Err(error) = self.push_value(index, row, *cell) {
+                self.truncate(n_rows);
+                return Err(error);
             }
         }
         Ok(())
+    }
+
+    /// Converts one cell for column `index` and appends it. Text given for a numeric column is
+    /// parsed as a number; a number given for a categorical column is an error.
+    #[inline]
+    fn push_value(&mut self, index: usize, row: usize, cell: Cell<'a>) -> Result<(), InputError> {
+        match &mut self.columns[index] {
+            ColumnValues::Numeric(values) => values.push(parse_number(&self.schema.features[index].name, row, cell)?),
+            ColumnValues::Categorical(values) => values.push(match cell {
+                Cell::Text(text) => Some(text),
+                Cell::Missing => None,
+                Cell::Number(n) => {
+                    return Err(InputError::NotText {
+                        column: self.schema.features[index].name.clone(),
+                        row,
+                        got: format!("the number {n}"),
+                    });
+                }
+            }),
+        }
+        Ok(())
+    }
+
+    /// Drops every value past the first `n_rows` rows: undoes a record that failed part-way.
+    fn truncate(&mut self, n_rows: usize) {
+        for column in &mut self.columns {
+            match column {
+                ColumnValues::Numeric(values) => values.truncate(n_rows),
+                ColumnValues::Categorical(values) => values.truncate(n_rows),
+            }
+        }
     }
 
     pub fn n_rows(&self) -> usize {
@@ -229,4 +240,70 @@ pub fn parse_number(column: &str, row: usize, cell: Cell<'_>) -> Result<f64, Inp
 /// The spellings of a missing value in text files: an empty cell or `NA`.
 pub fn is_missing_text(text: &str) -> bool {
     text.is_empty() || text == "NA"
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::schema::{ColumnSpec, Task};
+
+    fn schema() -> Schema {
+        Schema {
+            features: vec![
+                ColumnSpec { name: "area".into(), kind: ColumnKind::Numeric },
+                ColumnSpec { name: "city".into(), kind: ColumnKind::Categorical },
+                ColumnSpec { name: "rooms".into(), kind: ColumnKind::Numeric },
+            ],
+            target: "price".into(),
+            task: Task::Regression,
+        }
+    }
+
+    fn good(area: f64) -> Vec<(&'static str, Cell<'static>)> {
+        vec![("area", Cell::Number(area)), ("city", Cell::Text("Oslo")), ("rooms", Cell::Text("3"))]
+    }
+
+    #[test]
+    fn records_in_any_order_land_in_schema_order() {
+        let schema = schema();
+        let mut builder = RowBuilder::new(&schema, 2);
+        builder.push_row(0, good(50.0)).expect("in order");
+        builder
+            .push_row(1, [("rooms", Cell::Missing), ("area", Cell::Text("72.5")), ("city", Cell::Missing)])
+            .expect("out of order");
+        let batch = builder.finish().expect("consistent");
+        assert_eq!(batch.n_rows(), 2);
+        let ColumnValues::Numeric(area) = &batch.columns()[0] else { panic!("area is numeric") };
+        assert_eq!(area, &[50.0, 72.5]);
+        assert_eq!(batch.columns()[1], ColumnValues::Categorical(vec![Some("Oslo"), None]));
+        let ColumnValues::Numeric(rooms) = &batch.columns()[2] else { panic!("rooms is numeric") };
+        assert_eq!(rooms[0], 3.0);
+        assert!(rooms[1].is_nan());
+    }
+
+    #[test]
+    fn a_record_that_fails_part_way_leaves_every_column_as_it_was() {
+        let schema = schema();
+        let mut builder = RowBuilder::new(&schema, 4);
+        builder.push_row(0, good(50.0)).expect("valid");
+        let failures: [(Vec<(&str, Cell<'_>)>, &str); 4] = [
+            // Two cells pushed before the bad number.
+            (vec![("city", Cell::Text("Rome")), ("area", Cell::Number(1.0)), ("rooms", Cell::Text("many"))], "'many'"),
+            (vec![("area", Cell::Number(1.0)), ("city", Cell::Text("Rome")), ("garden", Cell::Missing)], "garden"),
+            (vec![("area", Cell::Number(1.0)), ("area", Cell::Number(2.0))], "area"),
+            (vec![("area", Cell::Number(1.0)), ("city", Cell::Text("Rome"))], "rooms"),
+        ];
+        for (row, (record, named)) in failures.into_iter().enumerate() {
+            let error = builder.push_row(row + 1, record).expect_err("invalid record");
+            assert!(error.to_string().contains(named), "{error}");
+            assert_eq!(builder.n_rows(), 1);
+        }
+        let error =
+            builder.push_cells(5, &[Cell::Number(1.0), Cell::Number(2.0), Cell::Number(3.0)]).expect_err("text");
+        assert!(error.to_string().contains("city"), "{error}");
+        builder.push_row(6, good(60.0)).expect("valid after failures");
+        let batch = builder.finish().expect("every column has two rows");
+        assert_eq!(batch.n_rows(), 2);
+        assert_eq!(batch.columns()[1], ColumnValues::Categorical(vec![Some("Oslo"), Some("Oslo")]));
+    }
 }
