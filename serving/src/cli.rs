@@ -57,7 +57,8 @@ pub struct ServeArgs {
     /// work); 0 hands every request over. Only handed-over requests are subject to the timeout.
     #[arg(long, default_value_t = 16 * 1024)]
     pub inline_max_bytes: usize,
-    /// Time limit per inference request, in milliseconds; slower requests get 503.
+    /// Time limit, in milliseconds, of a request handed to the inference threads (see
+    /// --inline-max-bytes); slower requests get 503.
     #[arg(long, default_value_t = 30_000)]
     pub timeout_millis: u64,
     /// On SIGTERM/SIGINT, wait at most this long for in-flight requests before exiting.
