@@ -9,7 +9,7 @@ use std::fmt;
 use serde::de::{self, DeserializeSeed, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
 
 /// One value as sent.
-#[derive(Debug)]
+#[derive(Debug, PartialEq)]
 pub enum Scalar<'a> {
     Number(f64),
     Text(Cow<'a, str>),

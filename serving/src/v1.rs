@@ -16,7 +16,7 @@ use crate::registry::LoadedModel;
 /// The request, parsed straight into records whose keys and text borrow from the body: no
 /// intermediate JSON tree, and every record's keys and values in two shared vectors rather than
 /// two vectors per record.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, PartialEq)]
 pub struct V1Request<'a> {
     /// Every record's column names, record after record, in the order sent.
     keys: Vec<Cow<'a, str>>,
@@ -28,7 +28,7 @@ pub struct V1Request<'a> {
 
 /// One element of `instances`: a record (its entries end at this index of the request's keys
 /// and values), or a description of what came instead.
-#[derive(Debug)]
+#[derive(Debug, PartialEq)]
 enum Instance {
     Record { end: usize },
     NotAnObject(String),
@@ -58,8 +58,167 @@ impl<'a> V1Request<'a> {
 }
 
 pub fn parse_request(body: &[u8]) -> Result<V1Request<'_>, ApiError> {
+    match plain::parse(body) {
+        Some(request) => Ok(request),
+        None => parse_with_serde(body),
+    }
+}
+
+/// The general parser: any valid JSON, with serde_json's error messages for invalid JSON.
+fn parse_with_serde(body: &[u8]) -> Result<V1Request<'_>, ApiError> {
     serde_json::from_slice(body)
         .map_err(|e| ApiError::bad_request(format!("failed to parse the request JSON buffer: {e}")))
+}
+
+/// A parser for the plain shape nearly every v1 body has: `{"instances": [...]}` whose records
+/// are objects of numbers, strings and nulls, with no escapes in strings and numbers of at most
+/// 15 digits without an exponent. It reads such a body about twice as fast as the general
+/// parser, and gives up (`None`) on anything else (other keys, escapes, booleans, nested
+/// values, long numbers, invalid JSON), which the general parser then reads or rejects. On
+/// what it accepts it gives exactly what the general parser gives: numbers of up to 15 digits
+/// without an exponent are exact in serde_json's fast path and correctly rounded here, so the
+/// bits agree (the tests compare both parsers).
+mod plain {
+    use std::borrow::Cow;
+
+    use super::{Instance, V1Request};
+    use crate::json::Scalar;
+
+    pub fn parse(body: &[u8]) -> Option<V1Request<'_>> {
+        // One UTF-8 check for the whole body; every string slice below starts and ends at an
+        // ASCII quote, so it is valid UTF-8 too.
+        let text = std::str::from_utf8(body).ok()?;
+        let mut p = Parser { text, bytes: body, at: 0 };
+        let mut request = V1Request::default();
+        p.expect(b'{')?;
+        if p.string()? != "instances" {
+            return None;
+        }
+        p.expect(b':')?;
+        p.expect(b'[')?;
+        if !p.eat(b']') {
+            loop {
+                p.expect(b'{')?;
+                if !p.eat(b'}') {
+                    loop {
+                        request.keys.push(Cow::Borrowed(p.string()?));
+                        p.expect(b':')?;
+                        request.values.push(p.value()?);
+                        if p.eat(b'}') {
+                            break;
+                        }
+                        p.expect(b',')?;
+                    }
+                }
+                request.instances.push(Instance::Record { end: request.keys.len() });
+                if p.eat(b']') {
+                    break;
+                }
+                p.expect(b',')?;
+            }
+        }
+        p.expect(b'}')?;
+        p.skip_space();
+        (p.at == body.len()).then_some(request)
+    }
+
+    struct Parser<'a> {
+        text: &'a str,
+        bytes: &'a [u8],
+        at: usize,
+    }
+
+    impl<'a> Parser<'a> {
+        fn skip_space(&mut self) {
+            while let Some(b' ' | b'\t' | b'\n' | b'\r') = self.bytes.get(self.at) {
+                self.at += 1;
+            }
+        }
+
+        /// Skips whitespace, then takes `byte` if it is next.
+        fn eat(&mut self, byte: u8) -> bool {
+            self.skip_space();
+            let found = self.bytes.get(self.at) == Some(&byte);
+            self.at += usize::from(found);
+            found
+        }
+
+        fn expect(&mut self, byte: u8) -> Option<()> {
+            self.eat(byte).then_some(())
+        }
+
+        /// A string without escapes or control characters.
+        fn string(&mut self) -> Option<&'a str> {
+            self.expect(b'"')?;
+            let start = self.at;
+            loop {
+                match *self.bytes.get(self.at)? {
+                    b'"' => break,
+                    b'\\' | 0..0x20 => return None,
+                    _ => self.at += 1,
+                }
+            }
+            self.at += 1;
+            self.text.get(start..self.at - 1)
+        }
+
+        fn value(&mut self) -> Option<Scalar<'a>> {
+            self.skip_space();
+            match *self.bytes.get(self.at)? {
+                b'"' => self.string().map(|s| Scalar::Text(Cow::Borrowed(s))),
+                b'n' if self.bytes[self.at..].starts_with(b"null") => {
+                    self.at += 4;
+                    Some(Scalar::Null)
+                }
+                b'-' | b'0'..=b'9' => self.number(),
+                _ => None,
+            }
+        }
+
+        /// `-? (0 | [1-9][0-9]*) (. [0-9]+)?` with at most 15 digits in all: the digits as an
+        /// integer `m` and the fraction's length `k` give `m / 10^k`, one division of two exact
+        /// f64s, hence correctly rounded, and what serde_json's own fast path computes.
+        fn number(&mut self) -> Option<Scalar<'a>> {
+            const POWERS_OF_TEN: [f64; 16] =
+                [1e0, 1e1, 1e2, 1e3, 1e4, 1e5, 1e6, 1e7, 1e8, 1e9, 1e10, 1e11, 1e12, 1e13, 1e14, 1e15];
+            let negative = self.eat_byte(b'-');
+            let int_start = self.at;
+            let mut mantissa = 0u64;
+            let int_digits = self.digits(&mut mantissa);
+            if int_digits == 0 || (int_digits > 1 && self.bytes[int_start] == b'0') {
+                return None;
+            }
+            let mut fraction_digits = 0;
+            if self.eat_byte(b'.') {
+                fraction_digits = self.digits(&mut mantissa);
+                if fraction_digits == 0 {
+                    return None;
+                }
+            }
+            if int_digits + fraction_digits > 15 || matches!(self.bytes.get(self.at), Some(b'e' | b'E')) {
+                return None;
+            }
+            let magnitude = mantissa as f64 / POWERS_OF_TEN[fraction_digits];
+            Some(Scalar::Number(if negative { -magnitude } else { magnitude }))
+        }
+
+        fn eat_byte(&mut self, byte: u8) -> bool {
+            let found = self.bytes.get(self.at) == Some(&byte);
+            self.at += usize::from(found);
+            found
+        }
+
+        /// Reads decimal digits into `value` (which must not overflow: at most 15 are used) and
+        /// says how many there were.
+        fn digits(&mut self, value: &mut u64) -> usize {
+            let start = self.at;
+            while let Some(&digit @ b'0'..=b'9') = self.bytes.get(self.at) {
+                *value = value.wrapping_mul(10).wrapping_add(u64::from(digit - b'0'));
+                self.at += 1;
+            }
+            self.at - start
+        }
+    }
 }
 
 pub fn decode_instances<'a>(model: &LoadedModel, request: &'a V1Request<'_>) -> Result<ColumnBatch<'a>, ApiError> {
@@ -240,4 +399,82 @@ pub fn encode_response(model: &LoadedModel, predictions: &Predictions) -> Vec<u8
             .collect(),
     };
     serde_json::to_vec(&V1Response { predictions }).unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Both parsers on `body`: the plain one must accept it and agree with the general one.
+    fn agree(body: &str) {
+        let fast = plain::parse(body.as_bytes()).unwrap_or_else(|| panic!("plain parser refused {body}"));
+        let general = parse_with_serde(body.as_bytes()).unwrap_or_else(|e| panic!("{body}: {}", e.message));
+        assert_eq!(fast, general, "{body}");
+        for (a, b) in fast.values.iter().zip(&general.values) {
+            if let (Scalar::Number(a), Scalar::Number(b)) = (a, b) {
+                assert_eq!(a.to_bits(), b.to_bits(), "{body}: {a} vs {b}");
+            }
+        }
+    }
+
+    #[test]
+    fn the_plain_parser_agrees_with_serde_json_on_plain_bodies() {
+        agree(r#"{"instances": []}"#);
+        agree(r#"{"instances":[{}]}"#);
+        agree(
+            " {\n\t\"instances\" : [ { \"carat\" : 0.23 , \"cut\" : \"Ideal\" , \"x\" : null } ,\r\n {\"carat\":1} ] } \n",
+        );
+        agree(r#"{"instances": [{"a": -0, "b": -0.0, "c": 0, "d": 999999999999999, "e": -123456789012345}]}"#);
+        agree(r#"{"instances": [{"ünïcödé": "Très bien", "empty": ""}]}"#);
+        // Decimals of every length up to 15 digits, from a generator with a fixed seed.
+        let mut state: u64 = 0x2545_F491_4F6C_DD1D;
+        let mut records = Vec::new();
+        for i in 0..2000 {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            let digits = 1 + (i % 15);
+            let mantissa = state % 10u64.pow(digits as u32);
+            let text = format!("{mantissa:0width$}", width = digits);
+            let point = (state >> 50) as usize % digits;
+            let (int, frac) = text.split_at(point.max(1));
+            let int = int.trim_start_matches('0');
+            let int = if int.is_empty() { "0" } else { int };
+            let sign = if state & 1 == 1 { "-" } else { "" };
+            let number = if frac.is_empty() { format!("{sign}{int}") } else { format!("{sign}{int}.{frac}") };
+            records.push(format!(r#"{{"v": {number}, "s": "row {i}"}}"#));
+        }
+        agree(&format!(r#"{{"instances": [{}]}}"#, records.join(",")));
+    }
+
+    #[test]
+    fn the_plain_parser_leaves_everything_else_to_serde_json() {
+        for body in [
+            r#"{"instances": [{"a": "tab\tescaped"}]}"#,
+            r#"{"instances": [{"a": "quote\"d"}]}"#,
+            r#"{"instances": [{"a": true}]}"#,
+            r#"{"instances": [{"a": [1, 2]}]}"#,
+            r#"{"instances": [{"a": {"b": 1}}]}"#,
+            r#"{"instances": [[1, 2]]}"#,
+            r#"{"instances": [1]}"#,
+            r#"{"instances": [{"a": 1e3}]}"#,
+            r#"{"instances": [{"a": 0.1234567890123456}]}"#,
+            r#"{"instances": [{"a": 01}]}"#,
+            r#"{"instances": [{"a": 1.}]}"#,
+            r#"{"instances": [{"a": .5}]}"#,
+            r#"{"instances": [{"a": 1}], "extra": 1}"#,
+            r#"{"signature_name": "x", "instances": [{"a": 1}]}"#,
+            r#"{"instances": [{"a": 1},]}"#,
+            r#"{"instances": [{"a": 1}]} trailing"#,
+            r#"{"instances": [{"a": nul}]}"#,
+            "{\"instances\": [{\"a\": \"\u{1}\"}]}",
+        ] {
+            assert!(plain::parse(body.as_bytes()).is_none(), "{body}");
+        }
+        // What the general parser then does: reads what is valid, rejects what is not.
+        let request = parse_request(br#"{"instances": [{"a": "quote\"d", "b": 1e3}], "extra": 1}"#).expect("valid");
+        assert_eq!(request.values, vec![Scalar::Text("quote\"d".into()), Scalar::Number(1000.0)]);
+        let error = parse_request(br#"{"instances": [{"a": 01}]}"#).expect_err("invalid JSON");
+        assert!(error.message.contains("failed to parse the request JSON"), "{}", error.message);
+    }
 }
