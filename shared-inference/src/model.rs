@@ -101,30 +101,48 @@ impl<B: Backend> Mlp<B> {
 /// sets `MATMUL_SGEMM_KC` (this workspace does not).
 pub const FOLDABLE_INPUTS: usize = 256;
 
-/// An [`Mlp`] with ReLU and biases, rewritten for inference so that every layer is one matrix
-/// product: each weight matrix gets its bias as an extra input row, and each hidden layer an
-/// extra output column that carries a constant 1 to the next layer (`relu(1) = 1`). The input
+/// An [`Mlp`] with ReLU and biases, rewritten for CPU inference so that every layer is one
+/// matrix product: each weight matrix gets its bias as an extra input row, and each hidden layer
+/// an extra output column that carries a constant 1 to the next layer (`relu(1) = 1`). The input
 /// ends with a column of ones. `relu([x, 1] · [[W, 0], [b, 1]]) = [relu(x · W + b), 1]`.
 ///
-/// The result is the same bits: the bias is the last term of each output's sum, added to the
-/// products accumulated so far exactly as a separate addition would add it. That holds while
-/// the matrix-multiply kernel (matrixmultiply's sgemm) sums each output in one run over the
-/// inputs, which it does up to [`FOLDABLE_INPUTS`] of them; past that it sums in blocks and the
-/// bias would join the last block, so wider layers run unfolded. What folding saves is
-/// burn-ndarray's broadcasting bias addition, a separate pass that allocates a new array and
-/// walks it element by element (a fifth of a diamonds forward pass, two fifths of a penguins
-/// one, in profiles).
-#[derive(Debug)]
-pub struct FoldedMlp<B: Backend> {
-    /// `[d_input + 1, d_output + 1]` per hidden layer, then `[d_input + 1, n_outputs]`.
-    layers: Vec<Tensor<B, 2>>,
+/// The weights are read from the module (a copy, made once at load time), and each layer runs as
+/// one call of the single-precision kernel burn-ndarray itself uses for `matmul`
+/// (matrixmultiply's `sgemm`, reached through ndarray's `general_mat_mul` with the same `m`, `k`,
+/// `n`, `alpha = 1` and `beta = 0`), followed by ReLU applied in place exactly as burn-ndarray
+/// applies it (`x < 0 → 0`, everything else kept, `-0.0` and NaN included). So the result is the
+/// same bits as [`Mlp::forward`] on burn-ndarray:
+///
+/// - the bias is the last term of each output's sum, added to the products accumulated so far
+///   exactly as a separate addition would add it. That holds while the kernel sums each output in
+///   one run over the inputs, which it does up to [`FOLDABLE_INPUTS`] of them; past that it sums
+///   in blocks and the bias would join the last block, so wider networks are not folded;
+/// - the kernel picks its code path from the CPU alone (FMA/AVX2, AVX, ...), never from the
+///   caller, so both routes run the same instructions in the same order.
+///
+/// What this saves, per layer, is burn-ndarray's bookkeeping around the same kernel call: a
+/// separate broadcasting bias pass that allocates a new array, a zero-filled output, reshapes
+/// that copy, and a second array for the activation. Profiles put those at about half of a
+/// small network's forward pass; for one row they dominate it.
+#[derive(Debug, Clone)]
+pub struct FoldedMlp {
+    /// Hidden layers, then the output layer.
+    layers: Vec<FoldedLayer>,
 }
 
-impl<B: Backend> FoldedMlp<B> {
+/// One folded layer: `weights [inputs, outputs]`, row-major, its last input row the bias.
+#[derive(Debug, Clone)]
+struct FoldedLayer {
+    weights: Vec<f32>,
+    inputs: usize,
+    outputs: usize,
+}
+
+impl FoldedMlp {
     /// The folded form of `mlp`, or `None` when it does not apply: an activation other than
     /// ReLU (which would not keep the constant 1), a layer without bias, or a layer reading
     /// more than [`FOLDABLE_INPUTS`] - 1 inputs.
-    pub fn fold(mlp: &Mlp<B>) -> Option<Self> {
+    pub fn fold<B: Backend>(mlp: &Mlp<B>) -> Option<Self> {
         let too_wide = mlp.hidden.iter().chain([&mlp.output]).any(|l| l.weight.dims()[0] + 1 > FOLDABLE_INPUTS);
         if mlp.activation != ActivationKind::Relu || too_wide {
             return None;
@@ -136,27 +154,97 @@ impl<B: Backend> FoldedMlp<B> {
             let mut carry = vec![0.0f32; rows];
             carry[rows - 1] = 1.0;
             let carry = Tensor::<B, 2>::from_data(TensorData::new(carry, [rows, 1]), &with_bias.device());
-            layers.push(Tensor::cat(vec![with_bias, carry], 1));
+            layers.push(FoldedLayer::from_tensor(Tensor::cat(vec![with_bias, carry], 1))?);
         }
-        layers.push(Self::with_bias_row(&mlp.output)?);
+        layers.push(FoldedLayer::from_tensor(Self::with_bias_row(&mlp.output)?)?);
         Some(Self { layers })
     }
 
     /// `[[W], [b]]`: the weight `[d_input, d_output]` with the bias appended as a last row.
-    fn with_bias_row(layer: &Linear<B>) -> Option<Tensor<B, 2>> {
+    fn with_bias_row<B: Backend>(layer: &Linear<B>) -> Option<Tensor<B, 2>> {
         let bias = layer.bias.as_ref()?.val().unsqueeze_dim::<2>(0);
         Some(Tensor::cat(vec![layer.weight.val(), bias], 0))
     }
 
-    /// `features [batch_size, n_features + 1]` (the last column all ones) -> `outputs
-    /// [batch_size, n_outputs]`, equal to [`Mlp::forward`] on the features without the ones.
-    pub fn forward(&self, features: Tensor<B, 2>) -> Tensor<B, 2> {
-        let last = self.layers.len() - 1;
-        let mut x = features;
-        for layer in &self.layers[..last] {
-            x = activation::relu(x.matmul(layer.clone()));
+    /// Values per row of the input: the network's features plus the trailing 1.
+    pub fn input_width(&self) -> usize {
+        self.layers[0].inputs
+    }
+
+    /// Values per row of the output.
+    pub fn output_width(&self) -> usize {
+        self.layers[self.layers.len() - 1].outputs
+    }
+
+    /// `features [n_rows, n_features + 1]`, row-major, the last column all ones -> `outputs
+    /// [n_rows, n_outputs]`, the same bits as [`Mlp::forward`] on burn-ndarray given the
+    /// features without the ones.
+    ///
+    /// # Panics
+    /// If `features` does not hold `n_rows` rows of [`Self::input_width`] values.
+    pub fn forward(&self, features: &[f32], n_rows: usize) -> Vec<f32> {
+        assert_eq!(
+            features.len(),
+            n_rows * self.input_width(),
+            "{n_rows} rows of {} features expected",
+            self.input_width()
+        );
+        let (hidden, output) = self.layers.split_at(self.layers.len() - 1);
+        let mut activations: Option<Vec<f32>> = None;
+        for layer in hidden {
+            let mut x = layer.product(activations.as_deref().unwrap_or(features), n_rows);
+            // burn-ndarray's ReLU: `clamp_min(0)`, which replaces exactly the values below 0. An
+            // unconditional store of a select, so that it compiles to vector code, not a branch
+            // per value.
+            for value in &mut x {
+                *value = if *value < 0.0 { 0.0 } else { *value };
+            }
+            activations = Some(x);
         }
-        x.matmul(self.layers[last].clone())
+        output[0].product(activations.as_deref().unwrap_or(features), n_rows)
+    }
+}
+
+impl FoldedLayer {
+    fn from_tensor<B: Backend>(weights: Tensor<B, 2>) -> Option<Self> {
+        let [inputs, outputs] = weights.dims();
+        let weights = weights.into_data().convert::<f32>().into_vec::<f32>().ok()?;
+        Some(Self { weights, inputs, outputs })
+    }
+
+    /// `x [n_rows, inputs] · weights -> [n_rows, outputs]`, both row-major.
+    #[allow(unsafe_code)]
+    fn product(&self, x: &[f32], n_rows: usize) -> Vec<f32> {
+        let len = n_rows * self.outputs;
+        assert!(x.len() == n_rows * self.inputs && self.weights.len() == self.inputs * self.outputs);
+        let mut out = Vec::<f32>::with_capacity(len);
+        let (k, n) = (self.inputs as isize, self.outputs as isize);
+        // SAFETY: `x` holds `n_rows × inputs` values with row stride `inputs` and column stride
+        // 1, `weights` holds `inputs × outputs` with row stride `outputs` (both checked above),
+        // and `out` has room for `n_rows × outputs` with row stride `outputs`. With beta = 0
+        // sgemm writes every element of C without reading it (its documented contract: "if β
+        // is zero, then C does not need to be initialized"), so all `len` values are
+        // initialized when it returns; it also does so when `n_rows` is 0 (nothing to write).
+        unsafe {
+            matrixmultiply::sgemm(
+                n_rows,
+                self.inputs,
+                self.outputs,
+                1.0,
+                x.as_ptr(),
+                k,
+                1,
+                self.weights.as_ptr(),
+                n,
+                1,
+                0.0,
+                out.as_mut_ptr(),
+                n,
+                1,
+            );
+            out.set_len(len);
+        }
+        out
     }
 }
 
@@ -195,19 +283,20 @@ mod tests {
             let mlp = config(n_features, hidden.clone(), n_outputs, ActivationKind::Relu).init::<B>(&device);
             let folded = FoldedMlp::fold(&mlp).expect("ReLU with biases folds");
             for n_rows in [1, 3, 64, 517] {
-                let x = values(n_rows * n_features, (n_rows * 31 + n_features) as u64);
+                let mut x = values(n_rows * n_features, (n_rows * 31 + n_features) as u64);
+                // ReLU's edge cases: a negative zero and a NaN must pass through both alike.
+                if n_rows > 1 {
+                    x[1] = -0.0;
+                    x[n_features] = f32::NAN;
+                }
                 let mut with_ones = Vec::with_capacity(n_rows * (n_features + 1));
                 for row in x.chunks(n_features) {
                     with_ones.extend_from_slice(row);
                     with_ones.push(1.0);
                 }
                 let plain = mlp.forward(Tensor::from_data(TensorData::new(x, [n_rows, n_features]), &device));
-                let fast =
-                    folded.forward(Tensor::from_data(TensorData::new(with_ones, [n_rows, n_features + 1]), &device));
-                let (plain, fast) = (
-                    plain.into_data().to_vec::<f32>().expect("f32 outputs"),
-                    fast.into_data().to_vec::<f32>().expect("f32 outputs"),
-                );
+                let fast = folded.forward(&with_ones, n_rows);
+                let plain = plain.into_data().to_vec::<f32>().expect("f32 outputs");
                 assert_eq!(plain.len(), n_rows * n_outputs);
                 let differing = plain.iter().zip(&fast).filter(|(a, b)| a.to_bits() != b.to_bits()).count();
                 assert_eq!(

@@ -23,9 +23,10 @@ pub type CpuBackend = NdArray<f32>;
 pub struct Predictor {
     manifest: Manifest,
     model: Mlp<CpuBackend>,
-    /// The same network with biases folded into its matrix products, where that applies; then
-    /// features carry a trailing 1 per row (see [`FoldedMlp`]).
-    folded: Option<FoldedMlp<CpuBackend>>,
+    /// The same network with biases folded into its matrix products, run straight through the
+    /// matrix kernel, where that applies; then features carry a trailing 1 per row (see
+    /// [`FoldedMlp`]).
+    folded: Option<FoldedMlp>,
     device: NdArrayDevice,
 }
 
@@ -116,17 +117,15 @@ impl Predictor {
         if n_rows == 0 {
             return Vec::new();
         }
+        if let Some(folded) = &self.folded {
+            return folded.forward(&features, n_rows);
+        }
         let width = self.feature_width();
         debug_assert_eq!(features.len(), n_rows * width);
         let input = Tensor::<CpuBackend, 2>::from_data(TensorData::new(features, [n_rows, width]), &self.device);
-        let output = match &self.folded {
-            Some(folded) => folded.forward(input),
-            None => self.model.forward(input),
-        }
-        .into_data();
         // The backend is f32 end to end, so this conversion cannot fail; an empty result would
         // surface as a row-count mismatch in the caller's tests rather than a panic here.
-        output.into_vec::<f32>().unwrap_or_default()
+        self.model.forward(input).into_data().into_vec::<f32>().unwrap_or_default()
     }
 }
 
