@@ -26,6 +26,14 @@ pub enum InputError {
 
     #[error("column '{column}', row {row}: unknown category '{value}'; known categories: {known:?}")]
     UnknownCategory { column: String, row: usize, value: String, known: Vec<String> },
+
+    /// A number the network cannot take: infinite, or so far from the training data that its
+    /// standardized value overflows a 32-bit float.
+    #[error(
+        "column '{column}', row {row}: the number {value} is out of range (standardized with the training \
+         data's mean and standard deviation, it is not a finite 32-bit float)"
+    )]
+    OutOfRange { column: String, row: usize, value: f64 },
 }
 
 impl InputError {
@@ -42,6 +50,10 @@ impl InputError {
             Self::UnknownCategory { column, value, known, .. } => {
                 format!("column '{column}': unknown category '{value}'; known categories: {known:?}")
             }
+            Self::OutOfRange { column, value, .. } => format!(
+                "column '{column}': the number {value} is out of range (standardized with the training data's \
+                 mean and standard deviation, it is not a finite 32-bit float)"
+            ),
             other => other.to_string(),
         }
     }
@@ -49,7 +61,10 @@ impl InputError {
     /// The zero-based row the error is about, when it is about one row.
     pub fn row(&self) -> Option<usize> {
         match self {
-            Self::NotANumber { row, .. } | Self::NotText { row, .. } | Self::UnknownCategory { row, .. } => Some(*row),
+            Self::NotANumber { row, .. }
+            | Self::NotText { row, .. }
+            | Self::UnknownCategory { row, .. }
+            | Self::OutOfRange { row, .. } => Some(*row),
             _ => None,
         }
     }

@@ -118,7 +118,9 @@ pub const FOLDABLE_INPUTS: usize = 256;
 ///   one run over the inputs, which it does up to [`FOLDABLE_INPUTS`] of them; past that it sums
 ///   in blocks and the bias would join the last block, so wider networks are not folded;
 /// - the kernel picks its code path from the CPU alone (FMA/AVX2, AVX, ...), never from the
-///   caller, so both routes run the same instructions in the same order.
+///   caller, so both routes run the same instructions in the same order;
+/// - the features are finite: an infinite one would turn the carried 1 into NaN where the module
+///   gives an infinity. The preprocessing refuses such rows ([`crate::InputError::OutOfRange`]).
 ///
 /// What this saves, per layer, is burn-ndarray's bookkeeping around the same kernel call: a
 /// separate broadcasting bias pass that allocates a new array, a zero-filled output, reshapes

@@ -93,10 +93,17 @@ impl Preprocessor {
         let mut offset = 0;
         for (fitted, values) in self.columns.iter().zip(batch.columns()) {
             match (fitted, values) {
-                (FittedColumn::Numeric { median, mean, std, .. }, ColumnValues::Numeric(xs)) => {
+                (FittedColumn::Numeric { name, median, mean, std }, ColumnValues::Numeric(xs)) => {
                     for (row, &x) in xs.iter().enumerate() {
                         let x = if x.is_nan() { *median } else { x };
-                        out[row * width + offset] = ((x - mean) / std) as f32;
+                        let z = ((x - mean) / std) as f32;
+                        // An infinite feature would reach the network as NaN or infinity and
+                        // come out as a meaningless prediction; it is bad input, said so.
+                        if z.is_finite() {
+                            out[row * width + offset] = z;
+                        } else {
+                            errors.push(InputError::OutOfRange { column: name.clone(), row, value: x });
+                        }
                     }
                 }
                 (
@@ -260,6 +267,35 @@ mod tests {
         // The valid rows around the bad one are transformed as usual.
         assert_eq!(&out[..4], &[2.0, 1.0, 0.0, 0.0]);
         assert_eq!(&out[8..], &[-2.0, 0.0, 1.0, 0.0]);
+    }
+
+    #[test]
+    fn numbers_the_network_cannot_take_are_errors_naming_column_row_and_value() {
+        let (schema, pre) = fixture(UnknownCategoryPolicy::Error);
+        // Infinite either way, and finite but overflowing f32 once standardized ((x - 5) / 2).
+        let values = vec![9.0, f64::INFINITY, 1e300, f64::NEG_INFINITY, 1.0, 1e39];
+        let n = values.len();
+        let batch = ColumnBatch::new(
+            &schema,
+            vec![ColumnValues::Numeric(values), ColumnValues::Categorical(vec![Some("Biscoe"); n])],
+        )
+        .expect("valid batch");
+        let mut out = Vec::new();
+        let errors = pre.transform_into(&batch, &mut out);
+        let refused: Vec<(usize, f64)> = errors
+            .iter()
+            .map(|e| match e {
+                InputError::OutOfRange { column, row, value } if column == "mass" => (*row, *value),
+                other => panic!("unexpected error {other:?}"),
+            })
+            .collect();
+        assert_eq!(refused, vec![(1, f64::INFINITY), (2, 1e300), (3, f64::NEG_INFINITY), (5, 1e39)]);
+        assert!(errors[0].to_string().starts_with("column 'mass', row 1: the number inf is out of range"));
+        // Refused rows hold zeros; the rows around them are transformed as usual.
+        assert_eq!(&out[..4], &[2.0, 1.0, 0.0, 0.0]);
+        assert_eq!(&out[4..8], &[0.0; 4]);
+        assert_eq!(&out[16..20], &[-2.0, 1.0, 0.0, 0.0]);
+        assert!(out.iter().all(|v| v.is_finite()));
     }
 
     #[test]

@@ -39,19 +39,20 @@ fn bad_csv_rows_are_reported_in_place_and_scoring_goes_on() {
         "d,Adelie,Dream,forty,18.7,181,3750,male,2007".to_string(), // text in a numeric column
         "e,Adelie,Dream,39.1,18.7".to_string(),                     // too few fields
         "f,Gentoo,Biscoe,NA,NA,NA,NA,NA,2008".to_string(),          // missing values are imputed
+        "g,Adelie,Dream,39.1,18.7,inf,3750,male,2007".to_string(),  // a number the network cannot take
     ];
     let input = format!("{header}\n{}\n", rows.join("\n"));
     let (output, written) = score("in.csv", &input, &["--keep", "id"]);
     assert_eq!(output.status.code(), Some(3), "exit code for failed rows");
     let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(stderr.contains("scored 6 rows: 3 ok, 3 failed"), "{stderr}");
+    assert!(stderr.contains("scored 7 rows: 3 ok, 4 failed"), "{stderr}");
 
     let mut reader = csv::Reader::from_reader(written.as_bytes());
     let header: Vec<String> = reader.headers().expect("header").iter().map(str::to_string).collect();
     assert_eq!(header, ["id", "label", "prob_Adelie", "prob_Chinstrap", "prob_Gentoo", "error"]);
     let records: Vec<csv::StringRecord> = reader.records().map(|r| r.expect("row")).collect();
     let ids: Vec<&str> = records.iter().map(|r| &r[0]).collect();
-    assert_eq!(ids, ["a", "b", "c", "d", "e", "f"], "one output row per input row, in order");
+    assert_eq!(ids, ["a", "b", "c", "d", "e", "f", "g"], "one output row per input row, in order");
     let errors: Vec<&str> = records.iter().map(|r| &r[5]).collect();
     assert_eq!(errors[0], "");
     assert!(
@@ -67,13 +68,20 @@ fn bad_csv_rows_are_reported_in_place_and_scoring_goes_on() {
     );
     assert!(errors[4].starts_with("line 6: ") && errors[4].contains("fields"), "{}", errors[4]);
     assert_eq!(errors[5], "");
+    assert!(
+        errors[6].starts_with("line 8: ")
+            && errors[6].contains("'flipper_length_mm'")
+            && errors[6].contains("the number inf is out of range"),
+        "{}",
+        errors[6]
+    );
     for good in [0, 2, 5] {
         assert!(!records[good][1].is_empty(), "row {good} has a label");
         let sum: f32 = (2..5).map(|c| records[good][c].parse::<f32>().expect("probability")).sum();
         assert!((sum - 1.0).abs() < 1e-5);
     }
     assert_eq!(&records[0][1], "Adelie");
-    for bad in [1, 3, 4] {
+    for bad in [1, 3, 4, 6] {
         assert!(records[bad][1].is_empty(), "failed row {bad} carries no prediction");
     }
 }

@@ -9,7 +9,7 @@ use anyhow::{Context, bail};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use shared_inference::artifact::{ONNX_FILE, WeightsInfo, sha256_hex};
 use shared_inference::{
-    Artifact, ColumnKind, ColumnSpec, FORMAT_VERSION, Manifest, MlpConfig, Predictions, Predictor, Schema,
+    Artifact, ColumnKind, ColumnSpec, FORMAT_VERSION, InputError, Manifest, MlpConfig, Predictions, Predictor, Schema,
     TargetTransform, Task, WEIGHTS_FILE,
 };
 
@@ -68,11 +68,12 @@ pub fn train(config: &TrainConfig, options: &TrainOptions) -> anyhow::Result<Tra
     };
     let prepare = |part: &Table, name: &str| -> anyhow::Result<Prepared> {
         // The shared transform, exactly as serving applies it.
-        let features = preprocessor.transform(&part.feature_batch(&schema)?).map_err(|e| {
-            anyhow::anyhow!(
+        let features = preprocessor.transform(&part.feature_batch(&schema)?).map_err(|e| match e {
+            InputError::UnknownCategory { .. } => anyhow::anyhow!(
                 "{name} split: {e} (the category never occurs in the training split; \
                  set preprocessing.unknown_category = \"zero_vector\" to encode such values as zeros)"
-            )
+            ),
+            other => anyhow::anyhow!("{name} split: {other}"),
         })?;
         let target = part.column(&config.target)?;
         let targets = if schema.task.is_classification() {
