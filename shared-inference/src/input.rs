@@ -107,7 +107,6 @@ impl<'a> ColumnBatch<'a> {
 pub struct RowBuilder<'s, 'a> {
     schema: &'s Schema,
     columns: Vec<ColumnValues<'a>>,
-    seen: Vec<bool>,
 }
 
 impl<'s, 'a> RowBuilder<'s, 'a> {
@@ -120,7 +119,7 @@ impl<'s, 'a> RowBuilder<'s, 'a> {
                 ColumnKind::Categorical => ColumnValues::Categorical(Vec::with_capacity(capacity)),
             })
             .collect();
-        Self { schema, columns, seen: vec![false; schema.features.len()] }
+        Self { schema, columns }
     }
 
     /// Appends one record. `row` is only used in error messages. A column the record does not
@@ -130,8 +129,7 @@ impl<'s, 'a> RowBuilder<'s, 'a> {
         I: IntoIterator<Item = (&'a str, Cell<'a>)>,
     {
         let n_rows = self.n_rows();
-        self.seen.iter_mut().for_each(|s| *s = false);
-        let result = self.push_named(row, cells);
+        let result = self.push_named(row, n_rows, cells);
         if result.is_err() {
             self.truncate(n_rows);
         }
@@ -139,11 +137,14 @@ impl<'s, 'a> RowBuilder<'s, 'a> {
     }
 
     /// Each cell goes straight to its column, in whatever order the record names them; the
-    /// caller rolls back a record that fails part-way.
-    fn push_named<I>(&mut self, row: usize, cells: I) -> Result<(), InputError>
+    /// caller rolls back a record that fails part-way. A column already holding a value for
+    /// this record was named twice; with no column named twice, a record that pushed fewer
+    /// values than there are columns left one out.
+    fn push_named<I>(&mut self, row: usize, n_rows: usize, cells: I) -> Result<(), InputError>
     where
         I: IntoIterator<Item = (&'a str, Cell<'a>)>,
     {
+        let mut pushed = 0;
         for (i, (name, cell)) in cells.into_iter().enumerate() {
             let Some(index) = self.schema.position_from(i, name) else {
                 return Err(InputError::UnknownColumn {
@@ -151,12 +152,14 @@ impl<'s, 'a> RowBuilder<'s, 'a> {
                     expected: self.schema.feature_names(),
                 });
             };
-            if std::mem::replace(&mut self.seen[index], true) {
+            if self.columns[index].len() > n_rows {
                 return Err(InputError::DuplicateColumn { column: name.to_string() });
             }
             self.push_value(index, row, cell)?;
+            pushed += 1;
         }
-        if let Some(index) = self.seen.iter().position(|s| !s) {
+        if pushed < self.columns.len() {
+            let index = self.columns.iter().position(|c| c.len() == n_rows).unwrap_or_default();
             return Err(InputError::MissingColumn {
                 column: self.schema.features[index].name.clone(),
                 expected: self.schema.feature_names(),
@@ -183,7 +186,11 @@ impl<'s, 'a> RowBuilder<'s, 'a> {
     #[inline]
     fn push_value(&mut self, index: usize, row: usize, cell: Cell<'a>) -> Result<(), InputError> {
         match &mut self.columns[index] {
-            ColumnValues::Numeric(values) => values.push(parse_number(&self.schema.features[index].name, row, cell)?),
+            ColumnValues::Numeric(values) => values.push(match cell {
+                Cell::Number(n) => n,
+                Cell::Missing => f64::NAN,
+                Cell::Text(_) => parse_number(&self.schema.features[index].name, row, cell)?,
+            }),
             ColumnValues::Categorical(values) => values.push(match cell {
                 Cell::Text(text) => Some(text),
                 Cell::Missing => None,

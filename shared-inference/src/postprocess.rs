@@ -92,15 +92,18 @@ pub fn regression(outputs: &[f32], transform: &TargetTransform) -> Predictions {
 /// `logits [n_rows, n_classes]` -> probabilities (softmax) and labels (argmax, first on ties).
 pub fn classification(logits: &[f32], n_classes: usize) -> Predictions {
     let n_rows = logits.len() / n_classes.max(1);
-    let mut probabilities = Vec::with_capacity(logits.len());
+    let mut probabilities = vec![0.0f32; n_rows * n_classes];
     let mut labels = Vec::with_capacity(n_rows);
-    let mut exps: Vec<f64> = Vec::with_capacity(n_classes);
-    for row in logits.chunks_exact(n_classes) {
+    let mut exps = vec![0.0f64; n_classes];
+    for (row, out) in logits.chunks_exact(n_classes).zip(probabilities.chunks_exact_mut(n_classes)) {
         let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-        exps.clear();
-        exps.extend(row.iter().map(|&l| f64::from(l - max).exp()));
+        for (e, &l) in exps.iter_mut().zip(row) {
+            *e = f64::from(l - max).exp();
+        }
         let sum: f64 = exps.iter().sum();
-        probabilities.extend(exps.iter().map(|e| (e / sum) as f32));
+        for (p, e) in out.iter_mut().zip(&exps) {
+            *p = (e / sum) as f32;
+        }
         let label = row.iter().enumerate().fold(0, |best, (i, &l)| if l > row[best] { i } else { best });
         labels.push(label);
     }
