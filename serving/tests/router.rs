@@ -743,6 +743,19 @@ async fn unknown_category_is_400_naming_column_value_and_known_categories() {
 }
 
 #[tokio::test]
+async fn a_number_the_network_cannot_take_is_400_naming_column_row_and_value() {
+    let fixture = Fixture::new();
+    // Finite as f64, but no 32-bit float once standardized.
+    let rows: [House; 2] = [(Some(72.5), Some(3.0), Some("Oslo")), (Some(1e300), Some(2.0), Some("Rome"))];
+    let message = infer_error(&fixture, &houses_request(&rows, "FP64"), StatusCode::BAD_REQUEST).await;
+    assert_mentions(&message, &["'houses'", "'area'", "row 1", "1e300", "out of range"]);
+
+    let request = json!({ "instances": [{ "area": 72.5, "rooms": -1e300, "city": "Oslo" }] });
+    let message = fixture.post_json("/v1/models/houses:predict", &request).await.error(StatusCode::BAD_REQUEST);
+    assert_mentions(&message, &["'houses'", "'rooms'", "out of range"]);
+}
+
+#[tokio::test]
 async fn row_count_mismatch_between_inputs_is_400() {
     let fixture = Fixture::new();
     let mut request = houses_request(&HOUSES, "FP32");

@@ -30,7 +30,7 @@ pub enum InputError {
     /// A number the network cannot take: infinite, or so far from the training data that its
     /// standardized value overflows a 32-bit float.
     #[error(
-        "column '{column}', row {row}: the number {value} is out of range (standardized with the training \
+        "column '{column}', row {row}: the number {value:?} is out of range (standardized with the training \
          data's mean and standard deviation, it is not a finite 32-bit float)"
     )]
     OutOfRange { column: String, row: usize, value: f64 },
@@ -51,7 +51,7 @@ impl InputError {
                 format!("column '{column}': unknown category '{value}'; known categories: {known:?}")
             }
             Self::OutOfRange { column, value, .. } => format!(
-                "column '{column}': the number {value} is out of range (standardized with the training data's \
+                "column '{column}': the number {value:?} is out of range (standardized with the training data's \
                  mean and standard deviation, it is not a finite 32-bit float)"
             ),
             other => other.to_string(),
