@@ -55,7 +55,7 @@ pub struct ServeArgs {
     /// Requests with a body of at most this many bytes are answered on the I/O thread that read
     /// them instead of being handed to an inference thread (the hand-off costs more than their
     /// work); 0 hands every request over. Only handed-over requests are subject to the timeout.
-    #[arg(long, default_value_t = 16 * 1024)]
+    #[arg(long, default_value_t = crate::http::DEFAULT_INLINE_MAX_BYTES)]
     pub inline_max_bytes: usize,
     /// Time limit, in milliseconds, of a request handed to the inference threads (see
     /// --inline-max-bytes); slower requests get 503.

@@ -43,6 +43,10 @@ pub struct Limits {
     pub inline_max_bytes: usize,
 }
 
+/// The default of [`Limits::inline_max_bytes`] (`--inline-max-bytes`): a single record, or a
+/// few dozen, fits well within it.
+pub const DEFAULT_INLINE_MAX_BYTES: usize = 16 * 1024;
+
 /// Shared by every handler.
 #[derive(Debug)]
 pub struct AppState {

@@ -13,5 +13,5 @@ pub mod pool;
 pub mod registry;
 pub mod v1;
 
-pub use http::{AppState, Limits, app};
+pub use http::{AppState, DEFAULT_INLINE_MAX_BYTES, Limits, app};
 pub use registry::Registry;

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use serde_json::{Value, json};
-use serving::{AppState, Limits, Registry};
+use serving::{AppState, DEFAULT_INLINE_MAX_BYTES, Limits, Registry};
 
 use crate::support::{binary, repository, shipped_serving, test_split_csv};
 
@@ -140,7 +140,7 @@ fn check_model(name: &str) {
             max_concurrency: 4,
             timeout: Duration::from_secs(30),
             inference_threads: 2,
-            inline_max_bytes: 16 * 1024,
+            inline_max_bytes: DEFAULT_INLINE_MAX_BYTES,
         },
     )
     .expect("inference threads start");

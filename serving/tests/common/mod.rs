@@ -11,7 +11,7 @@ use axum::http::{HeaderMap, Request, StatusCode};
 use bytes::Bytes;
 use http_body_util::BodyExt;
 use serde_json::Value;
-use serving::{AppState, Limits, Registry};
+use serving::{AppState, DEFAULT_INLINE_MAX_BYTES, Limits, Registry};
 use shared_inference::artifact::{Provenance, WeightsInfo, record_weights, sha256_hex};
 use shared_inference::{
     ActivationKind, Cell, ColumnKind, ColumnSpec, CpuBackend, FORMAT_VERSION, FittedColumn, MANIFEST_FILE, Manifest,
@@ -27,7 +27,7 @@ pub fn default_limits() -> Limits {
         max_concurrency: 8,
         timeout: Duration::from_secs(30),
         inference_threads: 2,
-        inline_max_bytes: 16 * 1024,
+        inline_max_bytes: DEFAULT_INLINE_MAX_BYTES,
     }
 }
 
