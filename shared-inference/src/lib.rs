@@ -4,6 +4,8 @@
 
 pub mod artifact;
 pub mod error;
+#[cfg(target_arch = "x86_64")]
+mod fused;
 pub mod input;
 pub mod model;
 pub mod postprocess;

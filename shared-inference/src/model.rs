@@ -130,6 +130,10 @@ pub const FOLDABLE_INPUTS: usize = 256;
 pub struct FoldedMlp {
     /// Hidden layers, then the output layer.
     layers: Vec<FoldedLayer>,
+    /// The same layers for the fused kernel, on processors where it gives the same bits
+    /// (x86-64 with AVX2 and FMA; see `fused.rs`).
+    #[cfg(target_arch = "x86_64")]
+    fused: Option<crate::fused::FusedMlp>,
 }
 
 /// One folded layer: `weights [inputs, outputs]`, row-major, its last input row the bias.
@@ -159,7 +163,29 @@ impl FoldedMlp {
             layers.push(FoldedLayer::from_tensor(Tensor::cat(vec![with_bias, carry], 1))?);
         }
         layers.push(FoldedLayer::from_tensor(Self::with_bias_row(&mlp.output)?)?);
-        Some(Self { layers })
+        #[cfg(target_arch = "x86_64")]
+        let fused = crate::fused::FusedMlp::new(Self::fused_layers(&layers));
+        Some(Self {
+            layers,
+            #[cfg(target_arch = "x86_64")]
+            fused,
+        })
+    }
+
+    /// The layers without the carried-1 columns: the fused kernel adds each bias itself, as a
+    /// last multiply-add with 1, instead of reading a 1 from the previous layer.
+    #[cfg(target_arch = "x86_64")]
+    fn fused_layers(layers: &[FoldedLayer]) -> Vec<crate::fused::FusedLayer> {
+        let last = layers.len() - 1;
+        layers
+            .iter()
+            .enumerate()
+            .map(|(index, layer)| {
+                let outputs = if index < last { layer.outputs - 1 } else { layer.outputs };
+                let weights = layer.weights.chunks(layer.outputs).flat_map(|row| &row[..outputs]).copied().collect();
+                crate::fused::FusedLayer { weights, inputs: layer.inputs - 1, outputs }
+            })
+            .collect()
     }
 
     /// `[[W], [b]]`: the weight `[d_input, d_output]` with the bias appended as a last row.
@@ -191,6 +217,15 @@ impl FoldedMlp {
             "{n_rows} rows of {} features expected",
             self.input_width()
         );
+        #[cfg(target_arch = "x86_64")]
+        if let Some(fused) = &self.fused {
+            return fused.forward(features, self.input_width(), n_rows);
+        }
+        self.forward_by_layer(features, n_rows)
+    }
+
+    /// [`Self::forward`] one layer at a time, through matrixmultiply.
+    fn forward_by_layer(&self, features: &[f32], n_rows: usize) -> Vec<f32> {
         let (hidden, output) = self.layers.split_at(self.layers.len() - 1);
         let mut activations: Option<Vec<f32>> = None;
         for layer in hidden {
@@ -284,7 +319,12 @@ mod tests {
         {
             let mlp = config(n_features, hidden.clone(), n_outputs, ActivationKind::Relu).init::<B>(&device);
             let folded = FoldedMlp::fold(&mlp).expect("ReLU with biases folds");
-            for n_rows in [1, 3, 64, 517] {
+            #[cfg(target_arch = "x86_64")]
+            if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma") {
+                assert!(folded.fused.is_some(), "this processor runs the fused kernel");
+            }
+            // Whole blocks of 16 rows, short ones, and both.
+            for n_rows in [1, 3, 16, 17, 64, 517] {
                 let mut x = values(n_rows * n_features, (n_rows * 31 + n_features) as u64);
                 // ReLU's edge cases: a negative zero and a NaN must pass through both alike.
                 if n_rows > 1 {
@@ -297,14 +337,19 @@ mod tests {
                     with_ones.push(1.0);
                 }
                 let plain = mlp.forward(Tensor::from_data(TensorData::new(x, [n_rows, n_features]), &device));
-                let fast = folded.forward(&with_ones, n_rows);
                 let plain = plain.into_data().to_vec::<f32>().expect("f32 outputs");
                 assert_eq!(plain.len(), n_rows * n_outputs);
-                let differing = plain.iter().zip(&fast).filter(|(a, b)| a.to_bits() != b.to_bits()).count();
-                assert_eq!(
-                    differing, 0,
-                    "{n_features} -> {hidden:?} -> {n_outputs}, {n_rows} rows: {differing} outputs differ"
-                );
+                for (route, fast) in [
+                    ("forward", folded.forward(&with_ones, n_rows)),
+                    ("by layer", folded.forward_by_layer(&with_ones, n_rows)),
+                ] {
+                    assert_eq!(fast.len(), plain.len(), "{route}");
+                    let differing = plain.iter().zip(&fast).filter(|(a, b)| a.to_bits() != b.to_bits()).count();
+                    assert_eq!(
+                        differing, 0,
+                        "{route}: {n_features} -> {hidden:?} -> {n_outputs}, {n_rows} rows: {differing} outputs differ"
+                    );
+                }
             }
         }
     }
