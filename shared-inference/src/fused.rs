@@ -67,36 +67,40 @@ impl FusedMlp {
         Some(Self { layers, widest })
     }
 
-    /// `features [n_rows, stride]`, row-major, of which each row's first `inputs` values are the
-    /// network's input -> `outputs [n_rows, outputs]`, row-major.
+    /// `features [n_columns, n_rows]`, column-major (each feature's value for every row, then
+    /// the next feature's), of which the first `inputs` features are the network's input ->
+    /// `outputs [n_rows, outputs]`, row-major.
     ///
     /// # Panics
-    /// If `features` holds fewer than `n_rows` rows of `stride` values, or a row is narrower
-    /// than the network's input.
-    pub(crate) fn forward(&self, features: &[f32], stride: usize, n_rows: usize) -> Vec<f32> {
+    /// If `features` holds fewer than `inputs` features of `n_rows` values.
+    pub(crate) fn forward(&self, features: &[f32], n_rows: usize) -> Vec<f32> {
         let inputs = self.layers[0].inputs;
         let outputs = self.layers[self.layers.len() - 1].outputs;
-        assert!(stride >= inputs && features.len() >= n_rows * stride, "{n_rows} rows of {stride} values expected");
+        assert!(features.len() >= n_rows * inputs, "{inputs} features of {n_rows} rows expected");
         let mut out = vec![0.0f32; n_rows * outputs];
         let mut front = vec![0.0f32; self.widest * BLOCK];
         let mut back = vec![0.0f32; self.widest * BLOCK];
+        let last = self.layers.len() - 1;
         for first in (0..n_rows).step_by(BLOCK) {
             let rows = BLOCK.min(n_rows - first);
-            // Input value p of row r goes to front[p * BLOCK + r]. In a last, short block the
-            // missing rows are zeros: they are computed like any other and never copied out.
-            if rows < BLOCK {
-                front.fill(0.0);
-            }
-            for (r, row) in features[first * stride..].chunks(stride).take(rows).enumerate() {
-                for (p, &value) in row[..inputs].iter().enumerate() {
-                    front[p * BLOCK + r] = value;
-                }
-            }
-            let last = self.layers.len() - 1;
             for (index, layer) in self.layers.iter().enumerate() {
-                // SAFETY: the processor has AVX2 and FMA (checked in `new`, the only way to make
-                // a `FusedMlp`).
-                unsafe { layer_block(layer, &front, &mut back, index < last) };
+                let relu = index < last;
+                if index > 0 {
+                    // SAFETY (for each call here): the processor has AVX2 and FMA (checked in
+                    // `new`, the only way to make a `FusedMlp`).
+                    unsafe { layer_block(layer, &front, BLOCK, &mut back, relu) };
+                } else if rows == BLOCK {
+                    // A whole block reads its 16 values of each feature where they are.
+                    unsafe { layer_block(layer, &features[first..], n_rows, &mut back, relu) };
+                } else {
+                    // A last, short block is copied out with zeros for the missing rows, which
+                    // are computed like any other and never copied back.
+                    front.fill(0.0);
+                    for (p, values) in features.chunks_exact(n_rows).take(inputs).enumerate() {
+                        front[p * BLOCK..p * BLOCK + rows].copy_from_slice(&values[first..]);
+                    }
+                    unsafe { layer_block(layer, &front, BLOCK, &mut back, relu) };
+                }
                 std::mem::swap(&mut front, &mut back);
             }
             for (r, row) in out[first * outputs..].chunks_mut(outputs).take(rows).enumerate() {
@@ -109,23 +113,24 @@ impl FusedMlp {
     }
 }
 
-/// One layer over one block: `x [inputs, BLOCK] -> y [outputs, BLOCK]`, ReLU applied when
-/// `relu`. The outputs are taken in groups of at most [`MAX_GROUP`], as even as possible.
+/// One layer over one block: `x [inputs, BLOCK]`, input p's values at `x[p * x_stride..]`
+/// -> `y [outputs, BLOCK]`, ReLU applied when `relu`. The outputs are taken in groups of at
+/// most [`MAX_GROUP`], as even as possible.
 #[target_feature(enable = "avx2,fma")]
-fn layer_block(layer: &FusedLayer, x: &[f32], y: &mut [f32], relu: bool) {
-    assert!(x.len() >= layer.inputs * BLOCK && y.len() >= layer.outputs * BLOCK);
+fn layer_block(layer: &FusedLayer, x: &[f32], x_stride: usize, y: &mut [f32], relu: bool) {
+    assert!(x_stride >= BLOCK && x.len() >= reach(layer.inputs, x_stride) && y.len() >= layer.outputs * BLOCK);
     let n_groups = layer.outputs.div_ceil(MAX_GROUP);
     let (size, longer) = (layer.outputs / n_groups, layer.outputs % n_groups);
     let mut first = 0;
     for group in 0..n_groups {
         let len = size + usize::from(group < longer);
         match len {
-            1 => output_group::<1>(layer, first, x, y, relu),
-            2 => output_group::<2>(layer, first, x, y, relu),
-            3 => output_group::<3>(layer, first, x, y, relu),
-            4 => output_group::<4>(layer, first, x, y, relu),
-            5 => output_group::<5>(layer, first, x, y, relu),
-            _ => output_group::<MAX_GROUP>(layer, first, x, y, relu),
+            1 => output_group::<1>(layer, first, x, x_stride, y, relu),
+            2 => output_group::<2>(layer, first, x, x_stride, y, relu),
+            3 => output_group::<3>(layer, first, x, x_stride, y, relu),
+            4 => output_group::<4>(layer, first, x, x_stride, y, relu),
+            5 => output_group::<5>(layer, first, x, x_stride, y, relu),
+            _ => output_group::<MAX_GROUP>(layer, first, x, x_stride, y, relu),
         }
         first += len;
     }
@@ -136,19 +141,27 @@ fn layer_block(layer: &FusedLayer, x: &[f32], y: &mut [f32], relu: bool) {
 /// `fma(1, bias, sum)`, then ReLU if asked.
 #[inline]
 #[target_feature(enable = "avx2,fma")]
-fn output_group<const G: usize>(layer: &FusedLayer, first: usize, x: &[f32], y: &mut [f32], relu: bool) {
+fn output_group<const G: usize>(
+    layer: &FusedLayer,
+    first: usize,
+    x: &[f32],
+    x_stride: usize,
+    y: &mut [f32],
+    relu: bool,
+) {
     let n = layer.outputs;
-    // Every read below is inside these bounds: inputs p < layer.inputs of x, weight rows
+    // Every access below is inside these bounds: inputs p < layer.inputs of x, weight rows
     // p <= layer.inputs at columns first..first + G of a row of n, outputs first..first + G of y.
     assert!(first + G <= n && layer.weights.len() == (layer.inputs + 1) * n);
-    assert!(x.len() >= layer.inputs * BLOCK && y.len() >= n * BLOCK);
+    assert!(x.len() >= reach(layer.inputs, x_stride) && y.len() >= n * BLOCK);
     let (x, w) = (x.as_ptr(), layer.weights.as_ptr());
     let mut sums = [[_mm256_setzero_ps(); 2]; G];
     for p in 0..layer.inputs {
-        // SAFETY: p < inputs, so x[p * BLOCK .. p * BLOCK + 16] and w[p * n + first + g] for
-        // g < G are in bounds (asserted above).
+        // SAFETY: p < inputs, so x[p * x_stride .. p * x_stride + 16] and w[p * n + first + g]
+        // for g < G are in bounds (asserted above).
         let (low, high, row) = unsafe {
-            (_mm256_loadu_ps(x.add(p * BLOCK)), _mm256_loadu_ps(x.add(p * BLOCK + LANES)), w.add(p * n + first))
+            let at = x.add(p * x_stride);
+            (_mm256_loadu_ps(at), _mm256_loadu_ps(at.add(LANES)), w.add(p * n + first))
         };
         for (g, sum) in sums.iter_mut().enumerate() {
             // SAFETY: see above.
@@ -173,4 +186,9 @@ fn output_group<const G: usize>(layer: &FusedLayer, first: usize, x: &[f32], y: 
             unsafe { _mm256_storeu_ps(y.as_mut_ptr().add(at), value) };
         }
     }
+}
+
+/// How many values of `x` a block reads: `inputs` runs of [`BLOCK`] values, `x_stride` apart.
+fn reach(inputs: usize, x_stride: usize) -> usize {
+    inputs.checked_sub(1).map_or(0, |last| last * x_stride + BLOCK)
 }

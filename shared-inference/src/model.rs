@@ -204,22 +204,23 @@ impl FoldedMlp {
         self.layers[self.layers.len() - 1].outputs
     }
 
-    /// `features [n_rows, n_features + 1]`, row-major, the last column all ones -> `outputs
-    /// [n_rows, n_outputs]`, the same bits as [`Mlp::forward`] on burn-ndarray given the
-    /// features without the ones.
+    /// `features [n_features + 1, n_rows]`, column-major (each feature's value for every row,
+    /// then the next feature's), the last feature all ones -> `outputs [n_rows, n_outputs]`,
+    /// row-major: the same bits as [`Mlp::forward`] on burn-ndarray given the features, without
+    /// the ones, as rows.
     ///
     /// # Panics
-    /// If `features` does not hold `n_rows` rows of [`Self::input_width`] values.
+    /// If `features` does not hold [`Self::input_width`] features of `n_rows` values.
     pub fn forward(&self, features: &[f32], n_rows: usize) -> Vec<f32> {
         assert_eq!(
             features.len(),
             n_rows * self.input_width(),
-            "{n_rows} rows of {} features expected",
+            "{} features of {n_rows} rows expected",
             self.input_width()
         );
         #[cfg(target_arch = "x86_64")]
         if let Some(fused) = &self.fused {
-            return fused.forward(features, self.input_width(), n_rows);
+            return fused.forward(features, n_rows);
         }
         self.forward_by_layer(features, n_rows)
     }
@@ -227,9 +228,14 @@ impl FoldedMlp {
     /// [`Self::forward`] one layer at a time, through matrixmultiply.
     fn forward_by_layer(&self, features: &[f32], n_rows: usize) -> Vec<f32> {
         let (hidden, output) = self.layers.split_at(self.layers.len() - 1);
+        // The first layer reads the features column-major; every later one the row-major
+        // output of the layer before.
         let mut activations: Option<Vec<f32>> = None;
         for layer in hidden {
-            let mut x = layer.product(activations.as_deref().unwrap_or(features), n_rows);
+            let mut x = match &activations {
+                None => layer.product(features, n_rows, Major::Column),
+                Some(rows) => layer.product(rows, n_rows, Major::Row),
+            };
             // burn-ndarray's ReLU: `clamp_min(0)`, which replaces exactly the values below 0. An
             // unconditional store of a select, so that it compiles to vector code, not a branch
             // per value.
@@ -238,8 +244,20 @@ impl FoldedMlp {
             }
             activations = Some(x);
         }
-        output[0].product(activations.as_deref().unwrap_or(features), n_rows)
+        match &activations {
+            None => output[0].product(features, n_rows, Major::Column),
+            Some(rows) => output[0].product(rows, n_rows, Major::Row),
+        }
     }
+}
+
+/// How a matrix of rows and columns is laid out in a flat slice.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Major {
+    /// One row after another.
+    Row,
+    /// One column after another.
+    Column,
 }
 
 impl FoldedLayer {
@@ -249,16 +267,22 @@ impl FoldedLayer {
         Some(Self { weights, inputs, outputs })
     }
 
-    /// `x [n_rows, inputs] · weights -> [n_rows, outputs]`, both row-major.
+    /// `x [n_rows, inputs] · weights -> [n_rows, outputs]`, `x` laid out as `major` says, the
+    /// weights and the result row-major. matrixmultiply sums each output in the same order
+    /// whatever the strides of `x`.
     #[allow(unsafe_code)]
-    fn product(&self, x: &[f32], n_rows: usize) -> Vec<f32> {
+    fn product(&self, x: &[f32], n_rows: usize, major: Major) -> Vec<f32> {
         let len = n_rows * self.outputs;
         assert!(x.len() == n_rows * self.inputs && self.weights.len() == self.inputs * self.outputs);
         let mut out = Vec::<f32>::with_capacity(len);
         let (k, n) = (self.inputs as isize, self.outputs as isize);
-        // SAFETY: `x` holds `n_rows × inputs` values with row stride `inputs` and column stride
-        // 1, `weights` holds `inputs × outputs` with row stride `outputs` (both checked above),
-        // and `out` has room for `n_rows × outputs` with row stride `outputs`. With beta = 0
+        let (row_stride, column_stride) = match major {
+            Major::Row => (k, 1),
+            Major::Column => (1, n_rows as isize),
+        };
+        // SAFETY: `x` holds `n_rows × inputs` values with the strides of its layout (one row
+        // after another: `inputs` and 1; one column after another: 1 and `n_rows`), `weights`
+        // holds `inputs × outputs` with row stride `outputs` (both checked above), and `out` has room for `n_rows × outputs` with row stride `outputs`. With beta = 0
         // sgemm writes every element of C without reading it (its documented contract: "if β
         // is zero, then C does not need to be initialized"), so all `len` values are
         // initialized when it returns; it also does so when `n_rows` is 0 (nothing to write).
@@ -269,8 +293,8 @@ impl FoldedLayer {
                 self.outputs,
                 1.0,
                 x.as_ptr(),
-                k,
-                1,
+                row_stride,
+                column_stride,
                 self.weights.as_ptr(),
                 n,
                 1,
@@ -331,11 +355,12 @@ mod tests {
                     x[1] = -0.0;
                     x[n_features] = f32::NAN;
                 }
+                // The folded network reads features column-major, with a last feature of ones.
                 let mut with_ones = Vec::with_capacity(n_rows * (n_features + 1));
-                for row in x.chunks(n_features) {
-                    with_ones.extend_from_slice(row);
-                    with_ones.push(1.0);
+                for feature in 0..n_features {
+                    with_ones.extend(x.chunks(n_features).map(|row| row[feature]));
                 }
+                with_ones.extend(std::iter::repeat_n(1.0, n_rows));
                 let plain = mlp.forward(Tensor::from_data(TensorData::new(x, [n_rows, n_features]), &device));
                 let plain = plain.into_data().to_vec::<f32>().expect("f32 outputs");
                 assert_eq!(plain.len(), n_rows * n_outputs);

@@ -73,14 +73,15 @@ impl Predictor {
         (self.predict_features(features, batch.n_rows()), errors)
     }
 
-    /// The first half of [`Self::predict_partial`]: features `[n_rows, feature_width()]` for
-    /// [`Self::predict_features`], and the rows that failed (their features are zeros).
+    /// The first half of [`Self::predict_partial`]: features for [`Self::predict_features`],
+    /// column-major `[feature_width(), n_rows]` (each feature's value for every row, then the
+    /// next feature's), and the rows that failed (their features are zeros).
     pub fn preprocess_partial(&self, batch: &ColumnBatch<'_>) -> (Vec<f32>, Vec<InputError>) {
         let mut features = Vec::new();
         let width = self.feature_width();
-        let errors = self.manifest.preprocessing.transform_rows_into(batch, &mut features, width);
+        let errors = self.manifest.preprocessing.transform_columns_into(batch, &mut features, width);
         if self.folded.is_some() {
-            features.iter_mut().skip(width - 1).step_by(width).for_each(|one| *one = 1.0);
+            features[(width - 1) * batch.n_rows()..].fill(1.0);
         }
         (features, errors)
     }
@@ -111,8 +112,8 @@ impl Predictor {
         }
     }
 
-    /// The network alone: features `[n_rows, feature_width()]` from
-    /// [`Self::preprocess_partial`] -> outputs `[n_rows, n_outputs]`.
+    /// The network alone: features `[feature_width(), n_rows]`, column-major, from
+    /// [`Self::preprocess_partial`] -> outputs `[n_rows, n_outputs]`, row-major.
     pub fn forward(&self, features: Vec<f32>, n_rows: usize) -> Vec<f32> {
         if n_rows == 0 {
             return Vec::new();
@@ -122,7 +123,14 @@ impl Predictor {
         }
         let width = self.feature_width();
         debug_assert_eq!(features.len(), n_rows * width);
-        let input = Tensor::<CpuBackend, 2>::from_data(TensorData::new(features, [n_rows, width]), &self.device);
+        // The module takes rows: `[n_rows, width]`, row-major.
+        let mut rows = vec![0.0f32; n_rows * width];
+        for (feature, values) in features.chunks_exact(n_rows).enumerate() {
+            for (row, &value) in values.iter().enumerate() {
+                rows[row * width + feature] = value;
+            }
+        }
+        let input = Tensor::<CpuBackend, 2>::from_data(TensorData::new(rows, [n_rows, width]), &self.device);
         // The backend is f32 end to end, so this conversion cannot fail; an empty result would
         // surface as a row-count mismatch in the caller's tests rather than a panic here.
         self.model.forward(input).into_data().into_vec::<f32>().unwrap_or_default()

@@ -74,35 +74,62 @@ impl Preprocessor {
     /// [`UnknownCategoryPolicy::Error`]) is reported in the returned list, one error per bad row,
     /// and its features are left as zeros; every other row is transformed normally.
     pub fn transform_into(&self, batch: &ColumnBatch<'_>, out: &mut Vec<f32>) -> Vec<InputError> {
-        self.transform_rows_into(batch, out, self.n_features())
+        let width = self.n_features();
+        self.transform_laid_out(batch, out, Layout { row_step: width, feature_step: 1, features: width })
     }
 
-    /// [`Self::transform_into`] with rows `row_stride` values apart (at least
-    /// [`Self::n_features`]); the values past a row's features are left as zeros for the caller.
-    pub fn transform_rows_into(
+    /// [`Self::transform_into`], column-major: `[n_columns, n_rows]`, each feature's values for
+    /// every row, then the next feature's (`n_columns` is at least [`Self::n_features`]; the
+    /// columns past the features are left as zeros for the caller). This is the layout the
+    /// forward pass reads, a block of rows at a time.
+    pub fn transform_columns_into(
         &self,
         batch: &ColumnBatch<'_>,
         out: &mut Vec<f32>,
-        row_stride: usize,
+        n_columns: usize,
     ) -> Vec<InputError> {
+        let features = n_columns.max(self.n_features());
+        self.transform_laid_out(batch, out, Layout { row_step: 1, feature_step: batch.n_rows(), features })
+    }
+
+    /// The transform itself, for either layout: feature `f` of row `r` goes to
+    /// `out[r * row_step + f * feature_step]`.
+    fn transform_laid_out(&self, batch: &ColumnBatch<'_>, out: &mut Vec<f32>, layout: Layout) -> Vec<InputError> {
         let n_rows = batch.n_rows();
-        let width = row_stride.max(self.n_features());
+        let Layout { row_step, feature_step, features } = layout;
         out.clear();
-        out.resize(n_rows * width, 0.0);
+        out.resize(n_rows * features, 0.0);
         let mut errors: Vec<InputError> = Vec::new();
         let mut offset = 0;
         for (fitted, values) in self.columns.iter().zip(batch.columns()) {
             match (fitted, values) {
                 (FittedColumn::Numeric { name, median, mean, std }, ColumnValues::Numeric(xs)) => {
-                    for (row, &x) in xs.iter().enumerate() {
+                    let standardize = |x: f64| {
                         let x = if x.is_nan() { *median } else { x };
-                        let z = ((x - mean) / std) as f32;
-                        // An infinite feature would reach the network as NaN or infinity and
-                        // come out as a meaningless prediction; it is bad input, said so.
-                        if z.is_finite() {
-                            out[row * width + offset] = z;
-                        } else {
-                            errors.push(InputError::OutOfRange { column: name.clone(), row, value: x });
+                        (x, ((x - mean) / std) as f32)
+                    };
+                    let column = &mut out[offset * feature_step..];
+                    // Column-major, the feature's values are contiguous: a plain loop over a
+                    // slice, which the compiler turns into vector code.
+                    let all_finite = if row_step == 1 {
+                        column.iter_mut().zip(xs).fold(true, |ok, (slot, &x)| {
+                            *slot = standardize(x).1;
+                            ok & slot.is_finite()
+                        })
+                    } else {
+                        column.iter_mut().step_by(row_step).zip(xs).fold(true, |ok, (slot, &x)| {
+                            *slot = standardize(x).1;
+                            ok & slot.is_finite()
+                        })
+                    };
+                    // An infinite feature would reach the network as NaN or infinity and come
+                    // out as a meaningless prediction; it is bad input, said so.
+                    if !all_finite {
+                        for (row, &x) in xs.iter().enumerate() {
+                            let (x, z) = standardize(x);
+                            if !z.is_finite() {
+                                errors.push(InputError::OutOfRange { column: name.clone(), row, value: x });
+                            }
                         }
                     }
                 }
@@ -114,7 +141,7 @@ impl Preprocessor {
                     for (row, x) in xs.iter().enumerate() {
                         let value = x.unwrap_or(most_frequent.as_str());
                         match index.position(categories, value) {
-                            Some(hot) => out[row * width + offset + hot] = 1.0,
+                            Some(hot) => out[row * row_step + (offset + hot) * feature_step] = 1.0,
                             None if *unknown == UnknownCategoryPolicy::ZeroVector => {}
                             None => errors.push(InputError::UnknownCategory {
                                 column: name.clone(),
@@ -135,7 +162,9 @@ impl Preprocessor {
             errors.sort_by_key(|e| e.row());
             errors.dedup_by_key(|e| e.row());
             for row in errors.iter().filter_map(InputError::row) {
-                out[row * width..(row + 1) * width].fill(0.0);
+                for feature in 0..features {
+                    out[row * row_step + feature * feature_step] = 0.0;
+                }
             }
         }
         errors
@@ -149,6 +178,15 @@ impl Preprocessor {
             None => Ok(out),
         }
     }
+}
+
+/// Where a transform writes: feature `f` of row `r` at `r * row_step + f * feature_step`, with
+/// `features` values per row (the preprocessing's own, then zeros).
+#[derive(Debug, Clone, Copy)]
+struct Layout {
+    row_step: usize,
+    feature_step: usize,
+    features: usize,
 }
 
 /// Finds a value's position in a vocabulary with one string comparison instead of a scan: each
@@ -296,6 +334,40 @@ mod tests {
         assert_eq!(&out[4..8], &[0.0; 4]);
         assert_eq!(&out[16..20], &[-2.0, 1.0, 0.0, 0.0]);
         assert!(out.iter().all(|v| v.is_finite()));
+    }
+
+    #[test]
+    fn the_column_major_transform_is_the_row_major_one_transposed() {
+        let (schema, pre) = fixture(UnknownCategoryPolicy::Error);
+        // Good rows, a missing number, an unknown category and an overflowing number.
+        let batch = ColumnBatch::new(
+            &schema,
+            vec![
+                ColumnValues::Numeric(vec![9.0, f64::NAN, 7.0, 1e300, 1.0]),
+                ColumnValues::Categorical(vec![
+                    Some("Biscoe"),
+                    None,
+                    Some("Atlantis"),
+                    Some("Dream"),
+                    Some("Torgersen"),
+                ]),
+            ],
+        )
+        .expect("valid batch");
+        let (mut rows, mut columns) = (Vec::new(), Vec::new());
+        let row_errors = pre.transform_into(&batch, &mut rows);
+        // One column more than the features: it stays zero.
+        let column_errors = pre.transform_columns_into(&batch, &mut columns, 5);
+        assert_eq!(row_errors, column_errors);
+        assert_eq!(row_errors.iter().filter_map(InputError::row).collect::<Vec<_>>(), vec![2, 3]);
+        assert_eq!(columns.len(), 5 * 5);
+        for row in 0..5 {
+            for feature in 0..4 {
+                assert_eq!(columns[feature * 5 + row], rows[row * 4 + feature], "row {row}, feature {feature}");
+            }
+            assert_eq!(columns[4 * 5 + row], 0.0);
+        }
+        assert_eq!(&rows[4..8], &[-0.5, 0.0, 1.0, 0.0]);
     }
 
     #[test]
