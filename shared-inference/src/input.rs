@@ -107,6 +107,12 @@ impl<'a> ColumnBatch<'a> {
 pub struct RowBuilder<'s, 'a> {
     schema: &'s Schema,
     columns: Vec<ColumnValues<'a>>,
+    /// For each schema position, the last name that matched that column in that position.
+    /// Callers usually name every record's columns with the same strings (a header row, static
+    /// names), and the same string at the same position needs no comparison. The names are
+    /// borrowed for `'a`, longer than this builder lives, so a string seen here cannot have
+    /// changed since.
+    recent: Vec<Option<&'a str>>,
 }
 
 impl<'s, 'a> RowBuilder<'s, 'a> {
@@ -119,7 +125,7 @@ impl<'s, 'a> RowBuilder<'s, 'a> {
                 ColumnKind::Categorical => ColumnValues::Categorical(Vec::with_capacity(capacity)),
             })
             .collect();
-        Self { schema, columns }
+        Self { schema, columns, recent: vec![None; schema.features.len()] }
     }
 
     /// Appends one record. `row` is only used in error messages. A column the record does not
@@ -146,11 +152,22 @@ impl<'s, 'a> RowBuilder<'s, 'a> {
     {
         let mut pushed = 0;
         for (i, (name, cell)) in cells.into_iter().enumerate() {
-            let Some(index) = self.schema.position_from(i, name) else {
-                return Err(InputError::UnknownColumn {
-                    column: name.to_string(),
-                    expected: self.schema.feature_names(),
-                });
+            let index = match self.recent.get(i) {
+                Some(Some(seen)) if std::ptr::eq(*seen, name) => i,
+                _ => match self.schema.position_from(i, name) {
+                    Some(index) => {
+                        if index == i {
+                            self.recent[i] = Some(name);
+                        }
+                        index
+                    }
+                    None => {
+                        return Err(InputError::UnknownColumn {
+                            column: name.to_string(),
+                            expected: self.schema.feature_names(),
+                        });
+                    }
+                },
             };
             if self.columns[index].len() > n_rows {
                 return Err(InputError::DuplicateColumn { column: name.to_string() });
@@ -286,6 +303,36 @@ mod tests {
         let ColumnValues::Numeric(rooms) = &batch.columns()[2] else { panic!("rooms is numeric") };
         assert_eq!(rooms[0], 3.0);
         assert!(rooms[1].is_nan());
+    }
+
+    #[test]
+    fn records_naming_columns_with_the_same_strings_in_other_orders_land_in_schema_order() {
+        // One set of name strings for every record, as a header row gives: the builder
+        // remembers them by position, and must not be fooled when they move.
+        let names: Vec<String> = ["area", "city", "rooms"].iter().map(|n| n.to_string()).collect();
+        let [area, city, rooms] = [names[0].as_str(), names[1].as_str(), names[2].as_str()];
+        let schema = schema();
+        let mut builder = RowBuilder::new(&schema, 4);
+        builder
+            .push_row(0, [(area, Cell::Number(1.0)), (city, Cell::Text("Oslo")), (rooms, Cell::Number(2.0))])
+            .expect("in order");
+        builder
+            .push_row(1, [(city, Cell::Text("Rome")), (rooms, Cell::Number(4.0)), (area, Cell::Number(3.0))])
+            .expect("rotated");
+        let error =
+            builder.push_row(2, [(area, Cell::Number(5.0)), (area, Cell::Number(6.0)), (rooms, Cell::Number(7.0))]);
+        assert_eq!(error, Err(InputError::DuplicateColumn { column: "area".into() }));
+        let error = builder.push_row(3, [(area, Cell::Number(5.0)), (rooms, Cell::Number(7.0))]).expect_err("no city");
+        assert!(error.to_string().contains("city"), "{error}");
+        builder
+            .push_row(4, [(area, Cell::Number(8.0)), (city, Cell::Missing), (rooms, Cell::Number(9.0))])
+            .expect("in order");
+        let batch = builder.finish().expect("consistent");
+        let ColumnValues::Numeric(areas) = &batch.columns()[0] else { panic!("area is numeric") };
+        assert_eq!(areas, &[1.0, 3.0, 8.0]);
+        assert_eq!(batch.columns()[1], ColumnValues::Categorical(vec![Some("Oslo"), Some("Rome"), None]));
+        let ColumnValues::Numeric(rooms) = &batch.columns()[2] else { panic!("rooms is numeric") };
+        assert_eq!(rooms, &[2.0, 4.0, 9.0]);
     }
 
     #[test]
