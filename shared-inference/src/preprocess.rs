@@ -104,18 +104,12 @@ impl Preprocessor {
         for (fitted, values) in self.columns.iter().zip(batch.columns()) {
             match (fitted, values) {
                 (FittedColumn::Numeric { name, median, mean, std }, ColumnValues::Numeric(xs)) => {
-                    let standardize = |x: f64| {
-                        let x = if x.is_nan() { *median } else { x };
-                        (x, ((x - mean) / std) as f32)
-                    };
+                    let standardize = |x: f64| standardize(x, *median, *mean, *std);
                     let column = &mut out[offset * feature_step..];
-                    // Column-major, the feature's values are contiguous: a plain loop over a
-                    // slice, which the compiler turns into vector code.
+                    // Column-major, the feature's values are contiguous: plain loops over a
+                    // slice, without branches, which the compiler turns into vector code.
                     let all_finite = if row_step == 1 {
-                        column.iter_mut().zip(xs).fold(true, |ok, (slot, &x)| {
-                            *slot = standardize(x).1;
-                            ok & slot.is_finite()
-                        })
+                        standardize_contiguous(xs, &mut column[..xs.len()], *median, *mean, *std)
                     } else {
                         column.iter_mut().step_by(row_step).zip(xs).fold(true, |ok, (slot, &x)| {
                             *slot = standardize(x).1;
@@ -178,6 +172,24 @@ impl Preprocessor {
             None => Ok(out),
         }
     }
+}
+
+/// One numeric value, imputed and standardized: `(x, (x - mean) / std)` as f32, a missing (NaN)
+/// `x` taken as `median`.
+#[inline(always)]
+fn standardize(x: f64, median: f64, mean: f64, std: f64) -> (f64, f32) {
+    let x = if x.is_nan() { median } else { x };
+    (x, ((x - mean) / std) as f32)
+}
+
+/// [`standardize`] for every value of a column into contiguous output, as a loop without
+/// branches over slices that cannot overlap, which the compiler turns into vector code.
+/// Whether every result is finite.
+fn standardize_contiguous(xs: &[f64], out: &mut [f32], median: f64, mean: f64, std: f64) -> bool {
+    for (slot, &x) in out.iter_mut().zip(xs) {
+        *slot = standardize(x, median, mean, std).1;
+    }
+    out.iter().fold(0u32, |bad, z| bad | u32::from(!z.is_finite())) == 0
 }
 
 /// Where a transform writes: feature `f` of row `r` at `r * row_step + f * feature_step`, with

@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 use serving::{AppState, DEFAULT_INLINE_MAX_BYTES, Limits, Registry};
+use shared_inference::{Cell, ColumnKind, Predictions};
 
 use crate::support::{binary, repository, shipped_serving, test_split_csv};
 
@@ -232,6 +233,34 @@ fn check_model(name: &str) {
             .collect();
         assert_eq!(v1_cells, expected, "{name}: v1 differs from trainer evaluate");
     });
+
+    // 4. In process: `Predictor::predict_records`.
+    fn cell(value: &Value) -> Cell<'_> {
+        match value {
+            Value::Null => Cell::Missing,
+            Value::Number(n) => Cell::Number(n.as_f64().expect("number")),
+            Value::String(text) => Cell::Text(text.as_str()),
+            other => panic!("unexpected cell {other}"),
+        }
+    }
+    let mut records: Vec<Vec<(&str, Cell<'_>)>> =
+        rows.iter().map(|row| row.iter().map(|(column, value)| (column.as_str(), cell(value))).collect()).collect();
+    let in_process: Vec<Vec<String>> = match predictor.predict_records(&records).expect("valid records") {
+        Predictions::Regression { values } => values.iter().map(|v| cells_from_floats(None, &[*v])).collect(),
+        Predictions::Classification { probabilities, labels, n_classes } => labels
+            .iter()
+            .zip(probabilities.chunks(n_classes))
+            .map(|(&label, p)| cells_from_floats(Some(&predictor.labels()[label]), p))
+            .collect(),
+    };
+    assert_eq!(in_process, expected, "{name}: predict_records differs from trainer evaluate");
+    // A bad record deep in a long list is reported at its own row.
+    let bad_row = records.len() - 3;
+    let numeric = predictor.schema().features.iter().position(|c| c.kind == ColumnKind::Numeric).expect("a number");
+    let column = records[bad_row].iter().position(|(c, _)| *c == predictor.schema().features[numeric].name);
+    records[bad_row][column.expect("every record names every column")].1 = Cell::Text("heavy");
+    let error = predictor.predict_records(&records).expect_err("a word where a number belongs");
+    assert_eq!(error.row(), Some(bad_row), "{name}: {error}");
 }
 
 #[test]
