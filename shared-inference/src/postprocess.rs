@@ -98,27 +98,39 @@ pub fn classification(logits: &[f32], n_classes: usize) -> Predictions {
     let mut probabilities = vec![0.0f32; n_rows * n_classes];
     let mut labels = Vec::with_capacity(n_rows);
     let mut exps = vec![0.0f64; CHUNK.min(n_rows) * n_classes];
-    // In passes over a chunk of rows, each a plain loop the compiler can vectorize and the
-    // processor can overlap across rows: each logit less its row's largest, then the
-    // exponentials, then each row's sum and divisions.
     for (logits, probabilities) in logits.chunks(CHUNK * width).zip(probabilities.chunks_mut(CHUNK * width)) {
         let exps = &mut exps[..logits.len()];
-        for (row, shifted) in logits.chunks_exact(width).zip(exps.chunks_exact_mut(width)) {
-            let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-            for (e, &l) in shifted.iter_mut().zip(row) {
-                *e = f64::from(l - max);
-            }
-            labels.push(row.iter().enumerate().fold(0, |best, (i, &l)| if l > row[best] { i } else { best }));
-        }
-        exp_in_place(exps);
-        for (p, e) in probabilities.chunks_exact_mut(width).zip(exps.chunks_exact(width)) {
-            let sum: f64 = e.iter().sum();
-            for (p, e) in p.iter_mut().zip(e) {
-                *p = (e / sum) as f32;
-            }
+        // The same code, compiled for the usual numbers of classes as constants, so that the
+        // loops over a row's classes unroll.
+        match width {
+            2 => softmax_chunk(logits, exps, probabilities, &mut labels, 2),
+            3 => softmax_chunk(logits, exps, probabilities, &mut labels, 3),
+            4 => softmax_chunk(logits, exps, probabilities, &mut labels, 4),
+            _ => softmax_chunk(logits, exps, probabilities, &mut labels, width),
         }
     }
     Predictions::Classification { probabilities, labels, n_classes }
+}
+
+/// Softmax and argmax for a chunk of rows of `width` logits, in passes over the chunk, each a
+/// plain loop the compiler can vectorize and the processor can overlap across rows: each logit
+/// less its row's largest, then the exponentials, then each row's sum and divisions.
+#[inline(always)]
+fn softmax_chunk(logits: &[f32], exps: &mut [f64], probabilities: &mut [f32], labels: &mut Vec<usize>, width: usize) {
+    for (row, shifted) in logits.chunks_exact(width).zip(exps.chunks_exact_mut(width)) {
+        let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+        for (e, &l) in shifted.iter_mut().zip(row) {
+            *e = f64::from(l - max);
+        }
+        labels.push(row.iter().enumerate().fold(0, |best, (i, &l)| if l > row[best] { i } else { best }));
+    }
+    exp_in_place(exps);
+    for (p, e) in probabilities.chunks_exact_mut(width).zip(exps.chunks_exact(width)) {
+        let sum: f64 = e.iter().sum();
+        for (p, e) in p.iter_mut().zip(e) {
+            *p = (e / sum) as f32;
+        }
+    }
 }
 
 /// [`exp_portable`], as 4-wide vector code where the processor has AVX2 (the same operations,
