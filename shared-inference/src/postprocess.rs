@@ -255,6 +255,34 @@ mod tests {
     }
 
     #[test]
+    fn every_number_of_classes_gives_softmax_and_the_first_largest() {
+        for n_classes in 1..=6 {
+            // 600 rows: more than one chunk, and a last chunk that is not full.
+            let mut logits: Vec<f32> =
+                (0..n_classes * 600).map(|i| ((i * 7919 % 997) as f32 - 500.0) * 0.013).collect();
+            // Ties for the largest, and a row of equal logits.
+            logits[n_classes * 5..n_classes * 6].fill(2.5);
+            if n_classes > 2 {
+                logits[n_classes * 7 + 1] = 9.0;
+                logits[n_classes * 7 + 2] = 9.0;
+            }
+            let Predictions::Classification { probabilities, labels, .. } = classification(&logits, n_classes) else {
+                panic!("classification gives probabilities");
+            };
+            assert_eq!(labels.len(), 600);
+            for ((row, p), &label) in logits.chunks(n_classes).zip(probabilities.chunks(n_classes)).zip(&labels) {
+                let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+                assert_eq!(label, row.iter().position(|&l| l == max).expect("a largest"), "{row:?}");
+                let sum: f64 = row.iter().map(|&l| f64::from(l - max).exp()).sum();
+                for (&l, &q) in row.iter().zip(p) {
+                    let expected = f64::from(l - max).exp() / sum;
+                    assert!((f64::from(q) - expected).abs() <= 1e-7, "{n_classes} classes: {q} vs {expected}");
+                }
+            }
+        }
+    }
+
+    #[test]
     fn classification_gives_softmax_and_argmax() {
         let Predictions::Classification { probabilities, labels, .. } =
             classification(&[0.0, 1.0, 0.0, 3.0, 1.0, 2.0], 3)
