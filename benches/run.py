@@ -3,7 +3,7 @@
 writes the results as markdown tables into BENCHMARKS.md (between the `results` markers) and as
 JSON into target/bench/results.json.
 
-    python3 benches/run.py            # everything (about 15 minutes on 2 cores)
+    python3 benches/run.py            # everything (about 20 minutes on 2 cores)
     python3 benches/run.py --quick    # shorter runs, for checking the harness itself
     python3 benches/run.py --only http,startup
 
