@@ -126,6 +126,10 @@ pub const FOLDABLE_INPUTS: usize = 256;
 /// separate broadcasting bias pass that allocates a new array, a zero-filled output, reshapes
 /// that copy, and a second array for the activation. Profiles put those at about half of a
 /// small network's forward pass; for one row they dominate it.
+///
+/// On x86-64 processors with AVX2 and FMA, [`FoldedMlp::forward`] goes further and runs all
+/// layers in one fused kernel (`fused.rs`) that performs the same multiply-adds per output in
+/// the same order, so again the same bits; elsewhere it runs the layer-by-layer calls above.
 #[derive(Debug, Clone)]
 pub struct FoldedMlp {
     /// Hidden layers, then the output layer.
@@ -282,10 +286,11 @@ impl FoldedLayer {
         };
         // SAFETY: `x` holds `n_rows × inputs` values with the strides of its layout (one row
         // after another: `inputs` and 1; one column after another: 1 and `n_rows`), `weights`
-        // holds `inputs × outputs` with row stride `outputs` (both checked above), and `out` has room for `n_rows × outputs` with row stride `outputs`. With beta = 0
-        // sgemm writes every element of C without reading it (its documented contract: "if β
-        // is zero, then C does not need to be initialized"), so all `len` values are
-        // initialized when it returns; it also does so when `n_rows` is 0 (nothing to write).
+        // holds `inputs × outputs` with row stride `outputs` (both checked above), and `out`
+        // has room for `n_rows × outputs` with row stride `outputs`. With beta = 0 sgemm
+        // writes every element of C without reading it (its documented contract: "if β is
+        // zero, then C does not need to be initialized"), so all `len` values are initialized
+        // when it returns; it also does so when `n_rows` is 0 (nothing to write).
         unsafe {
             matrixmultiply::sgemm(
                 n_rows,
