@@ -104,7 +104,7 @@ impl Preprocessor {
         for (fitted, values) in self.columns.iter().zip(batch.columns()) {
             match (fitted, values) {
                 (FittedColumn::Numeric { name, median, mean, std }, ColumnValues::Numeric(xs)) => {
-                    let standardize = |x: f64| standardize(x, *median, *mean, *std);
+                    let scaled = |x: f64| standardize(x, *median, *mean, *std);
                     let column = &mut out[offset * feature_step..];
                     // Column-major, the feature's values are contiguous: plain loops over a
                     // slice, without branches, which the compiler turns into vector code.
@@ -112,7 +112,7 @@ impl Preprocessor {
                         standardize_contiguous(xs, &mut column[..xs.len()], *median, *mean, *std)
                     } else {
                         column.iter_mut().step_by(row_step).zip(xs).fold(true, |ok, (slot, &x)| {
-                            *slot = standardize(x).1;
+                            *slot = scaled(x).1;
                             ok & slot.is_finite()
                         })
                     };
@@ -120,7 +120,7 @@ impl Preprocessor {
                     // out as a meaningless prediction; it is bad input, said so.
                     if !all_finite {
                         for (row, &x) in xs.iter().enumerate() {
-                            let (x, z) = standardize(x);
+                            let (x, z) = scaled(x);
                             if !z.is_finite() {
                                 errors.push(InputError::OutOfRange { column: name.clone(), row, value: x });
                             }
