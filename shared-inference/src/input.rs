@@ -3,7 +3,7 @@
 //! [`ColumnBatch`]; turning raw values into features is the preprocessing's job, not this one's.
 
 use crate::error::InputError;
-use crate::schema::{ColumnKind, Schema};
+use crate::schema::{ColumnKind, Schema, same_text};
 
 /// One raw value of a record, borrowed from wherever it was parsed.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -86,9 +86,17 @@ impl<'a> ColumnBatch<'a> {
     where
         R: AsRef<[(&'a str, Cell<'a>)]>,
     {
+        /// Records per block: a block's cells stay in the first-level cache while it is read
+        /// column by column.
+        const BLOCK: usize = 64;
         let mut builder = RowBuilder::new(schema, records.len());
-        for (row, record) in records.iter().enumerate() {
-            builder.push_row(row, record.as_ref().iter().copied())?;
+        for (block_index, block) in records.chunks(BLOCK).enumerate() {
+            if builder.push_block_in_order(block) {
+                continue;
+            }
+            for (offset, record) in block.iter().enumerate() {
+                builder.push_row(block_index * BLOCK + offset, record.as_ref().iter().copied())?;
+            }
         }
         builder.finish()
     }
@@ -183,6 +191,60 @@ impl<'s, 'a> RowBuilder<'s, 'a> {
             });
         }
         Ok(())
+    }
+
+    /// Appends a block of records that each name every column once, in schema order, with cells
+    /// of the column's kind (numbers or missing for numeric columns, text or missing for
+    /// categorical ones): the usual shape, read column by column, so that each column's kind is
+    /// decided once per block rather than once per cell. Returns false, having appended nothing,
+    /// for a block with any other record; [`Self::push_row`] then takes it record by record,
+    /// with the same results, and explains what is wrong with it.
+    fn push_block_in_order<R>(&mut self, block: &[R]) -> bool
+    where
+        R: AsRef<[(&'a str, Cell<'a>)]>,
+    {
+        let n_columns = self.columns.len();
+        for record in block {
+            let cells = record.as_ref();
+            if cells.len() != n_columns {
+                return false;
+            }
+            for ((&(name, _), recent), spec) in cells.iter().zip(&mut self.recent).zip(&self.schema.features) {
+                match recent {
+                    Some(seen) if std::ptr::eq(*seen, name) => {}
+                    _ if same_text(&spec.name, name) => *recent = Some(name),
+                    _ => return false,
+                }
+            }
+        }
+        let n_rows = self.n_rows();
+        for (index, column) in self.columns.iter_mut().enumerate() {
+            let mut usual = true;
+            let cell = |record: &R| record.as_ref().get(index).map_or(Cell::Missing, |&(_, cell)| cell);
+            match column {
+                ColumnValues::Numeric(values) => values.extend(block.iter().map(|record| match cell(record) {
+                    Cell::Number(n) => n,
+                    Cell::Missing => f64::NAN,
+                    Cell::Text(_) => {
+                        usual = false;
+                        f64::NAN
+                    }
+                })),
+                ColumnValues::Categorical(values) => values.extend(block.iter().map(|record| match cell(record) {
+                    Cell::Text(text) => Some(text),
+                    Cell::Missing => None,
+                    Cell::Number(_) => {
+                        usual = false;
+                        None
+                    }
+                })),
+            }
+            if !usual {
+                self.truncate(n_rows);
+                return false;
+            }
+        }
+        true
     }
 
     /// Appends one record whose cells are already in schema order. On error nothing is appended.
@@ -333,6 +395,68 @@ mod tests {
         assert_eq!(batch.columns()[1], ColumnValues::Categorical(vec![Some("Oslo"), Some("Rome"), None]));
         let ColumnValues::Numeric(rooms) = &batch.columns()[2] else { panic!("rooms is numeric") };
         assert_eq!(rooms, &[2.0, 4.0, 9.0]);
+    }
+
+    /// The batch `push_row` builds from the records one at a time: what `from_records`, which
+    /// reads blocks of the usual shape column by column, must give too.
+    fn record_by_record<'a>(schema: &Schema, records: &[Vec<(&'a str, Cell<'a>)>]) -> ColumnBatch<'a> {
+        let mut builder = RowBuilder::new(schema, records.len());
+        for (row, record) in records.iter().enumerate() {
+            builder.push_row(row, record.iter().copied()).expect("a valid record");
+        }
+        builder.finish().expect("consistent")
+    }
+
+    /// Columns compared bit for bit, so that missing numbers (NaN) compare too.
+    fn same_columns(a: &ColumnBatch<'_>, b: &ColumnBatch<'_>) -> bool {
+        a.n_rows() == b.n_rows()
+            && a.columns().iter().zip(b.columns()).all(|pair| match pair {
+                (ColumnValues::Numeric(x), ColumnValues::Numeric(y)) => {
+                    x.iter().map(|v| v.to_bits()).eq(y.iter().map(|v| v.to_bits()))
+                }
+                (x, y) => x == y,
+            })
+    }
+
+    #[test]
+    fn records_read_in_blocks_give_what_record_by_record_gives() {
+        let schema = schema();
+        // Every record names its columns with its own strings, as a parsed request body does.
+        let names: Vec<[String; 3]> = (0..200).map(|_| ["area".into(), "city".into(), "rooms".into()]).collect();
+        let cities = ["Oslo", "Rome", "Lima"];
+        let mut records: Vec<Vec<(&str, Cell<'_>)>> = names
+            .iter()
+            .enumerate()
+            .map(|(i, [area, city, rooms])| {
+                let area_cell = if i % 7 == 0 { Cell::Missing } else { Cell::Number(i as f64) };
+                let city_cell = if i % 11 == 0 { Cell::Missing } else { Cell::Text(cities[i % 3]) };
+                vec![(area.as_str(), area_cell), (city.as_str(), city_cell), (rooms.as_str(), Cell::Number(2.0))]
+            })
+            .collect();
+        // The first block holds only usual records; the second a number given as text; the
+        // third a record naming its columns in another order; the last is short.
+        records[70][2].1 = Cell::Text(" 3.5");
+        records[140].rotate_left(1);
+        let batch = ColumnBatch::from_records(&schema, &records).expect("valid records");
+        assert!(same_columns(&batch, &record_by_record(&schema, &records)));
+        let ColumnValues::Numeric(rooms) = &batch.columns()[2] else { panic!("rooms is numeric") };
+        assert_eq!((rooms[69], rooms[70]), (2.0, 3.5));
+        let ColumnValues::Numeric(area) = &batch.columns()[0] else { panic!("area is numeric") };
+        assert_eq!(area[141], 141.0);
+        assert!(area[140].is_nan());
+
+        // A bad cell in a block otherwise usual: the error names its row, past the first block.
+        records[100][1].1 = Cell::Number(4.0);
+        let error = ColumnBatch::from_records(&schema, &records).expect_err("a number for a category");
+        assert!(matches!(&error, InputError::NotText { column, row: 100, .. } if column == "city"), "{error}");
+        records[100][1].1 = Cell::Text("Oslo");
+        records[190][0].0 = "garden";
+        let error = ColumnBatch::from_records(&schema, &records).expect_err("an unknown column");
+        assert!(matches!(&error, InputError::UnknownColumn { column, .. } if column == "garden"), "{error}");
+        records[190][0].0 = "area";
+        records[10].pop();
+        let error = ColumnBatch::from_records(&schema, &records).expect_err("a record without rooms");
+        assert!(matches!(&error, InputError::MissingColumn { column, .. } if column == "rooms"), "{error}");
     }
 
     #[test]

@@ -172,20 +172,18 @@ fn exp_portable(values: &mut [f64]) {
     const LOG2_E: f64 = std::f64::consts::LOG2_E;
     // 1.5 · 2^52: adding it rounds to an integer (to nearest, ties to even), kept in the low bits.
     const ROUND: f64 = 6_755_399_441_055_744.0;
-    // 1 / n! for n = 13 down to 2.
-    const INVERSE_FACTORIALS: [f64; 12] = [
-        1.0 / 6_227_020_800.0,
-        1.0 / 479_001_600.0,
-        1.0 / 39_916_800.0,
-        1.0 / 3_628_800.0,
-        1.0 / 362_880.0,
-        1.0 / 40_320.0,
-        1.0 / 5_040.0,
-        1.0 / 720.0,
-        1.0 / 120.0,
+    // 1 / n! for n = 4 to 13.
+    const C: [f64; 10] = [
         1.0 / 24.0,
-        1.0 / 6.0,
-        1.0 / 2.0,
+        1.0 / 120.0,
+        1.0 / 720.0,
+        1.0 / 5_040.0,
+        1.0 / 40_320.0,
+        1.0 / 362_880.0,
+        1.0 / 3_628_800.0,
+        1.0 / 39_916_800.0,
+        1.0 / 479_001_600.0,
+        1.0 / 6_227_020_800.0,
     ];
     for value in values.iter_mut() {
         let x = *value;
@@ -196,15 +194,19 @@ fn exp_portable(values: &mut [f64]) {
         let k = rounded - ROUND;
         let k_bits = rounded.to_bits().wrapping_sub(ROUND.to_bits()) as i64;
         let r = (clamped - k * LN2_HI) - k * LN2_LO;
-        let mut p = INVERSE_FACTORIALS[0];
-        for c in &INVERSE_FACTORIALS[1..] {
-            p = p * r + c;
-        }
-        let p = (p * r + 1.0) * r + 1.0;
+        // The terms from r^4 on, r^4 · (C[0] + C[1] r + ... + C[9] r^9), in pairs combined by
+        // powers of r rather than in one chain (the operations overlap; these terms are below
+        // 1/1000 of the result, so their rounding does not reach its last place); then the
+        // first terms, in a chain from the smallest, which decides the last place.
+        let (r2, r4) = (r * r, r * r * (r * r));
+        let pairs = [C[0] + C[1] * r, C[2] + C[3] * r, C[4] + C[5] * r, C[6] + C[7] * r, C[8] + C[9] * r];
+        let tail = ((pairs[0] + pairs[1] * r2) + (pairs[2] + pairs[3] * r2) * r4) + pairs[4] * (r4 * r4);
+        let p = (((tail * r + 1.0 / 6.0) * r + 0.5) * r + 1.0) * r + 1.0;
         let half = k_bits >> 1;
         let scale = |power: i64| f64::from_bits(((power + 1023) as u64) << 52);
         let result = p * scale(half) * scale(k_bits - half);
-        *value = if x.is_nan() { x } else { result };
+        // One NaN for every NaN, whatever its payload: a select, not a conditional store.
+        *value = if x.is_nan() { f64::NAN } else { result };
     }
 }
 
