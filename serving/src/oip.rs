@@ -13,7 +13,7 @@ use crate::registry::LoadedModel;
 /// The header that splits a binary-extension body into its JSON part and its tensor bytes.
 pub const INFERENCE_HEADER: &str = "inference-header-content-length";
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, PartialEq, Deserialize)]
 pub struct InferRequest<'a> {
     #[serde(default)]
     pub id: Option<String>,
@@ -25,7 +25,7 @@ pub struct InferRequest<'a> {
     pub outputs: Option<Vec<RequestedOutput>>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, PartialEq, Deserialize)]
 pub struct InputTensor<'a> {
     pub name: String,
     pub shape: Vec<i64>,
@@ -38,7 +38,7 @@ pub struct InputTensor<'a> {
 }
 
 /// A tensor's `data` (nested or flat), flattened in row-major order.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, PartialEq)]
 pub struct Elements<'a>(pub Vec<Scalar<'a>>);
 
 impl<'de: 'a, 'a> Deserialize<'de> for Elements<'a> {
@@ -49,7 +49,7 @@ impl<'de: 'a, 'a> Deserialize<'de> for Elements<'a> {
     }
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, PartialEq, Deserialize)]
 pub struct RequestedOutput {
     pub name: String,
     #[serde(default)]
@@ -76,8 +76,85 @@ pub fn split_body<'a>(body: &'a [u8], header_length: Option<&str>) -> Result<(&'
 }
 
 pub fn parse_request(json: &[u8]) -> Result<InferRequest<'_>, ApiError> {
+    match plain::parse(json) {
+        Some(request) => Ok(request),
+        None => parse_with_serde(json),
+    }
+}
+
+/// The general parser: any valid JSON, with serde_json's error messages for invalid JSON.
+fn parse_with_serde(json: &[u8]) -> Result<InferRequest<'_>, ApiError> {
     serde_json::from_slice(json)
         .map_err(|e| ApiError::bad_request(format!("failed to parse the request JSON buffer: {e}")))
+}
+
+/// A parser for the plain shape nearly every JSON inference request has: `{"inputs": [...]}`
+/// (and perhaps an `id`) whose tensors have only a name, a datatype, a shape of integers and
+/// flat data of the plain values [`crate::json::PlainReader`] reads. It gives up (`None`) on anything else
+/// (parameters, requested outputs, nested data, escapes, booleans, long numbers, repeated or
+/// missing keys, invalid JSON), which the general parser then reads or rejects; on what it
+/// accepts it gives exactly what the general parser gives (the tests compare both bit for bit).
+mod plain {
+    use super::{Elements, InferRequest, InputTensor};
+    use crate::json::PlainReader;
+
+    pub fn parse(json: &[u8]) -> Option<InferRequest<'_>> {
+        let mut p = PlainReader::new(json)?;
+        let (mut id, mut inputs) = (None, None);
+        p.expect(b'{')?;
+        loop {
+            let key = p.string()?;
+            p.expect(b':')?;
+            match key {
+                "inputs" if inputs.is_none() => inputs = Some(list(&mut p, tensor)?),
+                "id" if id.is_none() => id = Some(p.string()?.to_string()),
+                _ => return None,
+            }
+            if p.eat(b'}') {
+                break;
+            }
+            p.expect(b',')?;
+        }
+        p.at_end().then_some(())?;
+        Some(InferRequest { id, parameters: None, inputs: inputs?, outputs: None })
+    }
+
+    fn tensor<'a>(p: &mut PlainReader<'a>) -> Option<InputTensor<'a>> {
+        let (mut name, mut datatype, mut shape, mut data) = (None, None, None::<Vec<i64>>, None);
+        p.expect(b'{')?;
+        loop {
+            let key = p.string()?;
+            p.expect(b':')?;
+            match key {
+                "name" if name.is_none() => name = Some(p.string()?.to_string()),
+                "datatype" if datatype.is_none() => datatype = Some(p.string()?.to_string()),
+                "shape" if shape.is_none() => shape = Some(list(p, PlainReader::integer)?),
+                "data" if data.is_none() => data = Some(Elements(list(p, PlainReader::value)?)),
+                _ => return None,
+            }
+            if p.eat(b'}') {
+                break;
+            }
+            p.expect(b',')?;
+        }
+        Some(InputTensor { name: name?, shape: shape?, datatype: datatype?, parameters: None, data })
+    }
+
+    /// `[item, item, ...]`.
+    fn list<'a, T>(p: &mut PlainReader<'a>, item: impl Fn(&mut PlainReader<'a>) -> Option<T>) -> Option<Vec<T>> {
+        let mut out = Vec::new();
+        p.expect(b'[')?;
+        if p.eat(b']') {
+            return Some(out);
+        }
+        loop {
+            out.push(item(p)?);
+            if p.eat(b']') {
+                return Some(out);
+            }
+            p.expect(b',')?;
+        }
+    }
 }
 
 /// Element types of the protocol.
@@ -504,4 +581,79 @@ pub fn encode_response(
     }
     let response = InferResponse { model_name: &model.name, model_version: model.version.to_string(), id, outputs };
     EncodedResponse { json: serde_json::to_vec(&response).unwrap_or_default(), binary }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Both parsers on `body`: the plain one must accept it and read it as the general one does,
+    /// bit for bit.
+    fn agree(body: &str) {
+        let (fast, general) = crate::json::tests::read_alike(body, plain::parse, parse_with_serde);
+        for (a, b) in fast.inputs.iter().zip(&general.inputs) {
+            let (a, b) = (a.data.as_ref().map_or(&[][..], |d| &d.0), b.data.as_ref().map_or(&[][..], |d| &d.0));
+            crate::json::tests::assert_same_bits(body, a, b);
+        }
+    }
+
+    #[test]
+    fn the_plain_parser_agrees_with_serde_json_on_plain_bodies() {
+        agree(r#"{"inputs": []}"#);
+        agree(r#"{"id": "r-1", "inputs": [{"name": "a", "datatype": "FP64", "shape": [0], "data": []}]}"#);
+        agree(
+            " {\n\t\"inputs\" : [ { \"shape\" : [ 2 , 1 ] , \"data\" : [ 0.23 , null ] , \"name\" : \"carat\" ,\r\n \
+             \"datatype\":\"FP32\"}, {\"name\": \"cut\", \"datatype\": \"BYTES\", \"shape\": [-1], \
+             \"data\": [\"Très bien\", \"\"]} ] , \"id\": \"\" } \n",
+        );
+        agree(
+            r#"{"inputs": [{"name": "t", "datatype": "INT64", "shape": [4], "data": [-0, -0.0, 0, 999999999999999]}]}"#,
+        );
+        agree(r#"{"inputs": [{"name": "no data", "datatype": "FP64", "shape": [1]}]}"#);
+        let decimals = crate::json::tests::plain_decimals(2000);
+        agree(&format!(
+            r#"{{"inputs": [{{"name": "v", "datatype": "FP64", "shape": [{}], "data": [{}]}}]}}"#,
+            decimals.len(),
+            decimals.join(", ")
+        ));
+    }
+
+    #[test]
+    fn the_plain_parser_leaves_everything_else_to_serde_json() {
+        let tensor = |extra: &str| {
+            format!(r#"{{"inputs": [{{"name": "a", "datatype": "FP64", "shape": [1], "data": [1]{extra}}}]}}"#)
+        };
+        let mut bodies: Vec<String> = [
+            r#"{"inputs": [{"name": "a", "datatype": "FP64", "shape": [1], "data": [[1]]}]}"#,
+            r#"{"inputs": [{"name": "a", "datatype": "BOOL", "shape": [1], "data": [true]}]}"#,
+            r#"{"inputs": [{"name": "a", "datatype": "FP64", "shape": [1], "data": [1e3]}]}"#,
+            r#"{"inputs": [{"name": "a", "datatype": "FP64", "shape": [1.0], "data": [1]}]}"#,
+            r#"{"inputs": [{"name": "a", "datatype": "FP64", "shape": [-0], "data": [1]}]}"#,
+            r#"{"inputs": [{"name": "a\"b", "datatype": "FP64", "shape": [1], "data": [1]}]}"#,
+            r#"{"inputs": [{"name": "a", "datatype": "FP64", "data": [1]}]}"#,
+            r#"{"inputs": [{"name": "a", "datatype": "FP64", "shape": [1], "data": null}]}"#,
+            r#"{"inputs": [{}]}"#,
+            r#"{"inputs": []} trailing"#,
+            r#"{"inputs": [], "inputs": []}"#,
+            r#"{"id": "x"}"#,
+            r#"{}"#,
+        ]
+        .map(String::from)
+        .to_vec();
+        bodies.push(tensor(r#", "parameters": {"binary_data_size": 8}"#));
+        bodies.push(tensor(r#", "name": "b""#));
+        bodies.push(format!("{}, \"outputs\": []}}", tensor("").trim_end_matches('}')));
+        for body in &bodies {
+            assert!(plain::parse(body.as_bytes()).is_none(), "{body}");
+        }
+        // What the general parser then does: reads what is valid, rejects what is not.
+        let request = parse_request(bodies[0].as_bytes()).expect("nested data is valid");
+        assert_eq!(request.inputs[0].data, Some(Elements(vec![Scalar::Number(1.0)])));
+        let request = parse_request(bodies[bodies.len() - 3].as_bytes()).expect("parameters are valid");
+        assert!(request.inputs[0].parameters.is_some());
+        for invalid in [&bodies[4], &bodies[6], &bodies[10]] {
+            let error = parse_request(invalid.as_bytes()).expect_err("invalid");
+            assert!(error.message.contains("failed to parse the request JSON"), "{invalid}: {}", error.message);
+        }
+    }
 }

@@ -71,24 +71,18 @@ fn parse_with_serde(body: &[u8]) -> Result<V1Request<'_>, ApiError> {
 }
 
 /// A parser for the plain shape nearly every v1 body has: `{"instances": [...]}` whose records
-/// are objects of numbers, strings and nulls, with no escapes in strings and numbers of at most
-/// 15 digits without an exponent. It skips serde's visitor layers and validates UTF-8 once per
-/// body instead of once per string, and gives up (`None`) on anything else (other keys,
-/// escapes, booleans, nested values, long numbers, invalid JSON), which the general parser then
-/// reads or rejects. On what it accepts it gives exactly what the general parser gives: both
-/// compute a number of up to 15 digits as one correctly rounded division `m / 10^k` (the tests
-/// compare both parsers bit for bit).
+/// are objects of the plain values [`crate::json::PlainReader`] reads. It gives up (`None`) on anything else
+/// (other keys, escapes, booleans, nested values, long numbers, invalid JSON), which the general
+/// parser then reads or rejects; on what it accepts it gives exactly what the general parser
+/// gives (the tests compare both bit for bit).
 mod plain {
     use std::borrow::Cow;
 
     use super::{Instance, V1Request};
-    use crate::json::Scalar;
+    use crate::json::PlainReader;
 
     pub fn parse(body: &[u8]) -> Option<V1Request<'_>> {
-        // One UTF-8 check for the whole body; every string slice below starts and ends at an
-        // ASCII quote, so it is valid UTF-8 too.
-        let text = std::str::from_utf8(body).ok()?;
-        let mut p = Parser { text, bytes: text.as_bytes(), at: 0 };
+        let mut p = PlainReader::new(body)?;
         let mut request = V1Request::default();
         p.expect(b'{')?;
         if p.string()? != "instances" {
@@ -118,106 +112,7 @@ mod plain {
             }
         }
         p.expect(b'}')?;
-        p.skip_space();
-        (p.at == body.len()).then_some(request)
-    }
-
-    struct Parser<'a> {
-        text: &'a str,
-        bytes: &'a [u8],
-        at: usize,
-    }
-
-    impl<'a> Parser<'a> {
-        fn skip_space(&mut self) {
-            while let Some(b' ' | b'\t' | b'\n' | b'\r') = self.bytes.get(self.at) {
-                self.at += 1;
-            }
-        }
-
-        /// Skips whitespace, then takes `byte` if it is next.
-        fn eat(&mut self, byte: u8) -> bool {
-            self.skip_space();
-            let found = self.bytes.get(self.at) == Some(&byte);
-            self.at += usize::from(found);
-            found
-        }
-
-        fn expect(&mut self, byte: u8) -> Option<()> {
-            self.eat(byte).then_some(())
-        }
-
-        /// A string without escapes or control characters.
-        fn string(&mut self) -> Option<&'a str> {
-            self.expect(b'"')?;
-            let start = self.at;
-            loop {
-                match *self.bytes.get(self.at)? {
-                    b'"' => break,
-                    b'\\' | 0..0x20 => return None,
-                    _ => self.at += 1,
-                }
-            }
-            self.at += 1;
-            self.text.get(start..self.at - 1)
-        }
-
-        fn value(&mut self) -> Option<Scalar<'a>> {
-            self.skip_space();
-            match *self.bytes.get(self.at)? {
-                b'"' => self.string().map(|s| Scalar::Text(Cow::Borrowed(s))),
-                b'n' if self.bytes[self.at..].starts_with(b"null") => {
-                    self.at += 4;
-                    Some(Scalar::Null)
-                }
-                b'-' | b'0'..=b'9' => self.number(),
-                _ => None,
-            }
-        }
-
-        /// `-? (0 | [1-9][0-9]*) (. [0-9]+)?` with at most 15 digits in all: the digits as an
-        /// integer `m` and the fraction's length `k` give `m / 10^k`, one division of two exact
-        /// f64s, hence correctly rounded, and what serde_json's own fast path computes.
-        fn number(&mut self) -> Option<Scalar<'a>> {
-            const POWERS_OF_TEN: [f64; 16] =
-                [1e0, 1e1, 1e2, 1e3, 1e4, 1e5, 1e6, 1e7, 1e8, 1e9, 1e10, 1e11, 1e12, 1e13, 1e14, 1e15];
-            let negative = self.eat_byte(b'-');
-            let int_start = self.at;
-            let mut mantissa = 0u64;
-            let int_digits = self.digits(&mut mantissa);
-            if int_digits == 0 || (int_digits > 1 && self.bytes[int_start] == b'0') {
-                return None;
-            }
-            let mut fraction_digits = 0;
-            if self.eat_byte(b'.') {
-                fraction_digits = self.digits(&mut mantissa);
-                if fraction_digits == 0 {
-                    return None;
-                }
-            }
-            if int_digits + fraction_digits > 15 || matches!(self.bytes.get(self.at), Some(b'e' | b'E')) {
-                return None;
-            }
-            let magnitude = mantissa as f64 / POWERS_OF_TEN[fraction_digits];
-            Some(Scalar::Number(if negative { -magnitude } else { magnitude }))
-        }
-
-        fn eat_byte(&mut self, byte: u8) -> bool {
-            let found = self.bytes.get(self.at) == Some(&byte);
-            self.at += usize::from(found);
-            found
-        }
-
-        /// Reads decimal digits into `value` (which must not overflow: at most 15 are used) and
-        /// says how many there were.
-        fn digits(&mut self, value: &mut u64) -> usize {
-            let start = self.at;
-            while let Some(&digit @ b'0'..=b'9') = self.bytes.get(self.at) {
-                *value = value.wrapping_mul(10).wrapping_add(u64::from(digit - b'0'));
-                self.at += 1;
-            }
-            self.at - start
-        }
+        p.at_end().then_some(request)
     }
 }
 
@@ -405,16 +300,11 @@ pub fn encode_response(model: &LoadedModel, predictions: &Predictions) -> Vec<u8
 mod tests {
     use super::*;
 
-    /// Both parsers on `body`: the plain one must accept it and agree with the general one.
+    /// Both parsers on `body`: the plain one must accept it and read it as the general one does,
+    /// bit for bit.
     fn agree(body: &str) {
-        let fast = plain::parse(body.as_bytes()).unwrap_or_else(|| panic!("plain parser refused {body}"));
-        let general = parse_with_serde(body.as_bytes()).unwrap_or_else(|e| panic!("{body}: {}", e.message));
-        assert_eq!(fast, general, "{body}");
-        for (a, b) in fast.values.iter().zip(&general.values) {
-            if let (Scalar::Number(a), Scalar::Number(b)) = (a, b) {
-                assert_eq!(a.to_bits(), b.to_bits(), "{body}: {a} vs {b}");
-            }
-        }
+        let (fast, general) = crate::json::tests::read_alike(body, plain::parse, parse_with_serde);
+        crate::json::tests::assert_same_bits(body, &fast.values, &general.values);
     }
 
     #[test]
@@ -426,24 +316,11 @@ mod tests {
         );
         agree(r#"{"instances": [{"a": -0, "b": -0.0, "c": 0, "d": 999999999999999, "e": -123456789012345}]}"#);
         agree(r#"{"instances": [{"ünïcödé": "Très bien", "empty": ""}]}"#);
-        // Decimals of every length up to 15 digits, from a generator with a fixed seed.
-        let mut state: u64 = 0x2545_F491_4F6C_DD1D;
-        let mut records = Vec::new();
-        for i in 0..2000 {
-            state ^= state << 13;
-            state ^= state >> 7;
-            state ^= state << 17;
-            let digits = 1 + (i % 15);
-            let mantissa = state % 10u64.pow(digits as u32);
-            let text = format!("{mantissa:0width$}", width = digits);
-            let point = (state >> 50) as usize % digits;
-            let (int, frac) = text.split_at(point.max(1));
-            let int = int.trim_start_matches('0');
-            let int = if int.is_empty() { "0" } else { int };
-            let sign = if state & 1 == 1 { "-" } else { "" };
-            let number = if frac.is_empty() { format!("{sign}{int}") } else { format!("{sign}{int}.{frac}") };
-            records.push(format!(r#"{{"v": {number}, "s": "row {i}"}}"#));
-        }
+        let records: Vec<String> = crate::json::tests::plain_decimals(2000)
+            .iter()
+            .enumerate()
+            .map(|(i, number)| format!(r#"{{"v": {number}, "s": "row {i}"}}"#))
+            .collect();
         agree(&format!(r#"{{"instances": [{}]}}"#, records.join(",")));
     }
 
