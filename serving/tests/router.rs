@@ -913,9 +913,9 @@ async fn saturation_is_503_about_the_concurrency_limit() {
 async fn a_request_over_the_timeout_is_503() {
     let fixture =
         Fixture::with_limits(Limits { timeout: Duration::ZERO, max_body_bytes: 64 << 20, ..default_limits() });
-    // Large enough (milliseconds of parsing alone) that the prediction cannot finish before the
-    // zero timeout fires.
-    let rows: Vec<House> = (0..100_000).map(|i| (Some(f64::from(i % 200)), Some(3.0), Some("Rome"))).collect();
+    // Large enough (tens of milliseconds of work) that the prediction cannot finish before the
+    // zero timeout fires at the timer's next millisecond tick.
+    let rows: Vec<House> = (0..200_000).map(|i| (Some(f64::from(i % 200)), Some(3.0), Some("Rome"))).collect();
     let message = fixture
         .post_json("/v2/models/houses/infer", &houses_request(&rows, "FP32"))
         .await
@@ -925,10 +925,11 @@ async fn a_request_over_the_timeout_is_503() {
 
 #[tokio::test]
 async fn requests_up_to_the_inline_size_are_answered_in_place_and_the_rest_on_the_inference_threads() {
-    // Milliseconds of work: handed to the inference threads under a zero timeout it is always
-    // late (`a_request_over_the_timeout_is_503`); answered in place it is not subject to the
-    // timeout. The answer must not depend on the path.
-    let rows: Vec<House> = (0..20_000).map(|i| (Some(f64::from(i % 200)), Some(3.0), Some("Rome"))).collect();
+    // Tens of milliseconds of work: handed to the inference threads under a zero timeout it is
+    // always late (`a_request_over_the_timeout_is_503`), even though the timer only fires at its
+    // next millisecond tick; answered in place it is not subject to the timeout. The answer
+    // must not depend on the path.
+    let rows: Vec<House> = (0..200_000).map(|i| (Some(f64::from(i % 200)), Some(3.0), Some("Rome"))).collect();
     let request = houses_request(&rows, "FP32");
     let size = request.to_string().len();
     let limits = Limits { timeout: Duration::ZERO, max_body_bytes: 64 << 20, ..default_limits() };
