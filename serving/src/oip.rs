@@ -90,10 +90,11 @@ fn parse_with_serde(json: &[u8]) -> Result<InferRequest<'_>, ApiError> {
 
 /// A parser for the plain shape nearly every JSON inference request has: `{"inputs": [...]}`
 /// (and perhaps an `id`) whose tensors have only a name, a datatype, a shape of integers and
-/// flat data of the plain values [`crate::json::PlainReader`] reads. It gives up (`None`) on anything else
-/// (parameters, requested outputs, nested data, escapes, booleans, long numbers, repeated or
-/// missing keys, invalid JSON), which the general parser then reads or rejects; on what it
-/// accepts it gives exactly what the general parser gives (the tests compare both bit for bit).
+/// flat data of the plain values [`crate::json::PlainReader`] reads. It gives up (`None`) on
+/// anything else (parameters, requested outputs, nested data, escapes, booleans, long numbers,
+/// repeated or missing keys, invalid JSON), which the general parser then reads or rejects; on
+/// what it accepts it gives exactly what the general parser gives (the tests compare both bit
+/// for bit).
 mod plain {
     use super::{Elements, InferRequest, InputTensor};
     use crate::json::PlainReader;

@@ -71,10 +71,10 @@ fn parse_with_serde(body: &[u8]) -> Result<V1Request<'_>, ApiError> {
 }
 
 /// A parser for the plain shape nearly every v1 body has: `{"instances": [...]}` whose records
-/// are objects of the plain values [`crate::json::PlainReader`] reads. It gives up (`None`) on anything else
-/// (other keys, escapes, booleans, nested values, long numbers, invalid JSON), which the general
-/// parser then reads or rejects; on what it accepts it gives exactly what the general parser
-/// gives (the tests compare both bit for bit).
+/// are objects of the plain values [`crate::json::PlainReader`] reads. It gives up (`None`) on
+/// anything else (other keys, escapes, booleans, nested values, long numbers, invalid JSON),
+/// which the general parser then reads or rejects; on what it accepts it gives exactly what the
+/// general parser gives (the tests compare both bit for bit).
 mod plain {
     use std::borrow::Cow;
 
