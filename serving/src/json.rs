@@ -7,6 +7,7 @@ use std::borrow::Cow;
 use std::fmt;
 
 use serde::de::{self, DeserializeSeed, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
+use shared_inference::input::plain_decimal;
 
 /// One value as sent.
 #[derive(Debug, PartialEq)]
@@ -192,42 +193,35 @@ impl<'a> PlainReader<'a> {
     /// digits, and not `-0` (which it reads as a float).
     pub fn integer(&mut self) -> Option<i64> {
         self.skip_space();
-        let negative = self.eat_byte(b'-');
-        let mut magnitude = 0u64;
-        let digits = self.whole_number(&mut magnitude)?;
-        if digits > 15 || matches!(self.bytes.get(self.at), Some(b'.' | b'e' | b'E')) || (negative && magnitude == 0) {
-            return None;
-        }
-        let magnitude = i64::try_from(magnitude).ok()?;
-        Some(if negative { -magnitude } else { magnitude })
-    }
-
-    /// `-? (0 | [1-9][0-9]*) (. [0-9]+)?` with at most 15 digits in all: the digits as an
-    /// integer `m` and the fraction's length `k` give `m / 10^k`.
-    fn number(&mut self) -> Option<f64> {
-        const POWERS_OF_TEN: [f64; 16] =
-            [1e0, 1e1, 1e2, 1e3, 1e4, 1e5, 1e6, 1e7, 1e8, 1e9, 1e10, 1e11, 1e12, 1e13, 1e14, 1e15];
-        let negative = self.eat_byte(b'-');
-        let mut mantissa = 0u64;
-        let int_digits = self.whole_number(&mut mantissa)?;
-        let mut fraction_digits = 0;
-        if self.eat_byte(b'.') {
-            fraction_digits = self.digits(&mut mantissa);
-            if fraction_digits == 0 {
-                return None;
-            }
-        }
-        if int_digits + fraction_digits > 15 || matches!(self.bytes.get(self.at), Some(b'e' | b'E')) {
-            return None;
-        }
-        let magnitude = mantissa as f64 / POWERS_OF_TEN[fraction_digits];
-        Some(if negative { -magnitude } else { magnitude })
-    }
-
-    /// The digits of `0 | [1-9][0-9]*` into `value`, and how many there were.
-    fn whole_number(&mut self, value: &mut u64) -> Option<usize> {
         let start = self.at;
-        let digits = self.digits(value);
+        let negative = self.eat_byte(b'-');
+        let digits = self.whole_number()?;
+        if digits > 15 || matches!(self.bytes.get(self.at), Some(b'.' | b'e' | b'E')) {
+            return None;
+        }
+        let value: i64 = self.text.get(start..self.at)?.parse().ok()?;
+        (!(negative && value == 0)).then_some(value)
+    }
+
+    /// `-? (0 | [1-9][0-9]*) (. [0-9]+)?` with at most 15 digits in all, read by
+    /// [`plain_decimal`] as one correctly rounded division `m / 10^k`.
+    fn number(&mut self) -> Option<f64> {
+        let start = self.at;
+        self.eat_byte(b'-');
+        self.whole_number()?;
+        if self.eat_byte(b'.') && self.digits() == 0 {
+            return None;
+        }
+        if matches!(self.bytes.get(self.at), Some(b'e' | b'E')) {
+            return None;
+        }
+        plain_decimal(&self.bytes[start..self.at])
+    }
+
+    /// The digits of `0 | [1-9][0-9]*`, and how many there were.
+    fn whole_number(&mut self) -> Option<usize> {
+        let start = self.at;
+        let digits = self.digits();
         (digits == 1 || (digits > 1 && self.bytes[start] != b'0')).then_some(digits)
     }
 
@@ -237,12 +231,10 @@ impl<'a> PlainReader<'a> {
         found
     }
 
-    /// Reads decimal digits into `value` (wrapping past 19 digits; callers refuse more than 15)
-    /// and says how many there were.
-    fn digits(&mut self, value: &mut u64) -> usize {
+    /// Skips decimal digits and says how many there were.
+    fn digits(&mut self) -> usize {
         let start = self.at;
-        while let Some(&digit @ b'0'..=b'9') = self.bytes.get(self.at) {
-            *value = value.wrapping_mul(10).wrapping_add(u64::from(digit - b'0'));
+        while let Some(b'0'..=b'9') = self.bytes.get(self.at) {
             self.at += 1;
         }
         self.at - start

@@ -220,7 +220,8 @@ impl<'s, 'a> RowBuilder<'s, 'a> {
         let n_rows = self.n_rows();
         for (index, column) in self.columns.iter_mut().enumerate() {
             let mut usual = true;
-            let cell = |record: &R| record.as_ref().get(index).map_or(Cell::Missing, |&(_, cell)| cell);
+            // Every record of the block has a cell per column (checked above).
+            let cell = |record: &R| record.as_ref()[index].1;
             match column {
                 ColumnValues::Numeric(values) => values.extend(block.iter().map(|record| match cell(record) {
                     Cell::Number(n) => n,
@@ -332,7 +333,7 @@ pub fn parse_number(column: &str, row: usize, cell: Cell<'_>) -> Result<f64, Inp
 /// written, read as `m / 10^k` (`m` the digits as an integer, `k` the fraction's length): one
 /// division of two exactly represented numbers, hence correctly rounded, hence the very bits
 /// `str::parse` gives, without its general machinery. `None` for any other text.
-fn plain_decimal(text: &[u8]) -> Option<f64> {
+pub fn plain_decimal(text: &[u8]) -> Option<f64> {
     const POWERS_OF_TEN: [f64; 16] =
         [1e0, 1e1, 1e2, 1e3, 1e4, 1e5, 1e6, 1e7, 1e8, 1e9, 1e10, 1e11, 1e12, 1e13, 1e14, 1e15];
     let (negative, digits) = match text.split_first() {

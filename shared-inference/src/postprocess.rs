@@ -198,7 +198,8 @@ fn exp_portable(values: &mut [f64]) {
         // powers of r rather than in one chain (the operations overlap; these terms are below
         // 1/1000 of the result, so their rounding does not reach its last place); then the
         // first terms, in a chain from the smallest, which decides the last place.
-        let (r2, r4) = (r * r, r * r * (r * r));
+        let r2 = r * r;
+        let r4 = r2 * r2;
         let pairs = [C[0] + C[1] * r, C[2] + C[3] * r, C[4] + C[5] * r, C[6] + C[7] * r, C[8] + C[9] * r];
         let tail = ((pairs[0] + pairs[1] * r2) + (pairs[2] + pairs[3] * r2) * r4) + pairs[4] * (r4 * r4);
         let p = (((tail * r + 1.0 / 6.0) * r + 0.5) * r + 1.0) * r + 1.0;
