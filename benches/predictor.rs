@@ -4,7 +4,7 @@
 //!   forward pass, postprocessing) for 1, 64 and 4096 rows of the bundled data sets;
 //! - `forward/<model>/4096`: the network alone on 4096 preprocessed rows;
 //! - `floor/sgemm`: the machine's single-precision matrix-multiply rate through the same kernel
-//!   burn-ndarray uses (`matrixmultiply`), at a size where it runs at its peak. With a model's
+//!   burn-ndarray uses (`matrixmultiply`, through ndarray), at a size where it runs at its peak. With a model's
 //!   multiply-adds per row it gives the arithmetic floor of a forward pass.
 //!
 //! Models come from `BENCH_MODEL_REPOSITORY` (default `artifacts/`), as `<name>/<version>/`; the
@@ -14,6 +14,8 @@ use std::hint::black_box;
 use std::path::{Path, PathBuf};
 
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
+use ndarray::linalg::general_mat_mul;
+use ndarray::{ArrayView2, ArrayViewMut2};
 use shared_inference::{Cell, ColumnKind, Predictor};
 
 /// The allocator the `serving` binary runs with, so the figures are the shipped ones.
@@ -108,37 +110,19 @@ fn predictor_paths(c: &mut Criterion) {
         let mut group = c.benchmark_group(format!("forward/{name}"));
         group.throughput(Throughput::Elements(4096));
         group.bench_function(BenchmarkId::from_parameter(4096), |b| {
-            b.iter(|| predictor.forward(black_box(features.clone()), 4096))
+            b.iter(|| predictor.forward(black_box(&features), 4096))
         });
         group.finish();
     }
 }
 
-/// `C = A · B` for square `n × n` matrices with matrixmultiply's single-precision kernel.
-#[allow(unsafe_code)]
+/// `C = A · B` for square `n × n` matrices through ndarray's `general_mat_mul`, which runs
+/// matrixmultiply's single-precision kernel (the one burn-ndarray's `matmul` reaches).
 fn sgemm(n: usize, a: &[f32], b: &[f32], c: &mut [f32]) {
-    assert!(a.len() == n * n && b.len() == n * n && c.len() == n * n);
-    let stride = n as isize;
-    // SAFETY: the three slices hold n × n elements each (checked above), laid out row-major
-    // with row stride n and column stride 1, which is exactly what the pointers and strides say.
-    unsafe {
-        matrixmultiply::sgemm(
-            n,
-            n,
-            n,
-            1.0,
-            a.as_ptr(),
-            stride,
-            1,
-            b.as_ptr(),
-            stride,
-            1,
-            0.0,
-            c.as_mut_ptr(),
-            stride,
-            1,
-        );
-    }
+    let a = ArrayView2::from_shape((n, n), a).expect("n × n values");
+    let b = ArrayView2::from_shape((n, n), b).expect("n × n values");
+    let mut c = ArrayViewMut2::from_shape((n, n), c).expect("n × n values");
+    general_mat_mul(1.0, &a, &b, 0.0, &mut c);
 }
 
 fn matmul_floor(c: &mut Criterion) {

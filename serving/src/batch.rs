@@ -8,6 +8,7 @@ use std::io::{BufRead, Write};
 use anyhow::{Context, bail};
 use serde_json::Value;
 use shared_inference::input::{RowBuilder, is_missing_text};
+use shared_inference::output;
 use shared_inference::{Cell, Predictions, Predictor};
 
 /// One JSON Lines record: its columns, or why the line is not a record.
@@ -214,7 +215,7 @@ fn prepare_chunk(predictor: &Predictor, rows: Vec<Row<'_>>) -> anyhow::Result<Pr
         slots.push(match &row.cells {
             Ok(cells) => {
                 let at = builder.n_rows();
-                builder.push_cells(at, cells).map(|()| at).map_err(|e| e.detail())
+                builder.push_cells(at, cells).map(|()| at).map_err(|e| e.to_string())
             }
             Err(message) => Err(message.clone()),
         });
@@ -257,7 +258,7 @@ fn mark_failed(slots: &mut [Result<usize, String>], errors: Vec<shared_inference
         if let Some(bad) = error.row()
             && let Some(slot) = slots.iter_mut().find(|s| s.as_ref().is_ok_and(|&r| r == bad))
         {
-            *slot = Err(error.detail());
+            *slot = Err(error.to_string());
         }
     }
 }
@@ -337,7 +338,7 @@ fn prepare_csv_chunk(
             _ => Cell::Missing,
         }));
         let at = builder.n_rows();
-        slots.push(builder.push_cells(at, &cells).map(|()| at).map_err(|e| e.detail()));
+        slots.push(builder.push_cells(at, &cells).map(|()| at).map_err(|e| e.to_string()));
     }
     finish_chunk(predictor, builder, lines, kept, slots)
 }
@@ -432,7 +433,7 @@ impl<W: Write> OutputWriter<W> {
                     // Numbers are written from the same shortest text as in CSV, so both formats
                     // carry identical bits.
                     let value = match cell.parse::<f64>() {
-                        Ok(_) if name != "label" => serde_json::from_str(cell).unwrap_or(Value::Null),
+                        Ok(_) if name != output::LABEL => serde_json::from_str(cell).unwrap_or(Value::Null),
                         _ => Value::from(cell.as_str()),
                     };
                     object.insert(name.clone(), value);

@@ -18,12 +18,13 @@ use axum::routing::{get, post};
 use serde_json::json;
 use tokio::sync::Semaphore;
 
-use crate::error::ApiError;
+use crate::error::ServeError;
 use crate::metrics::Metrics;
 use crate::oip;
 use crate::pool::InferencePool;
 use crate::registry::{LoadedModel, Registry};
 use crate::v1;
+use shared_inference::output;
 
 /// Operational limits of the server.
 #[derive(Debug, Clone, Copy)]
@@ -100,9 +101,7 @@ pub fn app(state: Arc<AppState>) -> Router {
         .route("/v2/models/{model}/versions/{version}/infer", post(infer_version))
         .route("/v1/models/{target}", get(v1_model).post(v1_predict))
         .route("/metrics", get(metrics))
-        .fallback(|| async {
-            ApiError::not_found("no such endpoint; see the Open Inference Protocol v2 and KServe v1 paths")
-        })
+        .fallback(|| async { ServeError::UnknownEndpoint("this path".into()) })
         .layer(DefaultBodyLimit::max(body_limit))
         .with_state(state)
 }
@@ -115,7 +114,7 @@ async fn server_ready(State(state): State<Arc<AppState>>) -> Response {
     if state.ready.load(Ordering::SeqCst) {
         json_response(StatusCode::OK, &json!({ "ready": true }))
     } else {
-        ApiError::unavailable("server is shutting down").into_response()
+        ServeError::ShuttingDown { model: None }.into_response()
     }
 }
 
@@ -147,14 +146,10 @@ fn metadata(state: &AppState, model: &LoadedModel) -> serde_json::Value {
         .iter()
         .map(|c| json!({ "name": c.name, "datatype": oip::advertised_datatype(c.kind), "shape": [-1] }))
         .collect();
-    let outputs = if manifest.schema.task.is_classification() {
-        json!([
-            { "name": "label", "datatype": "BYTES", "shape": [-1] },
-            { "name": "probabilities", "datatype": "FP32", "shape": [-1, manifest.labels.len()] },
-        ])
-    } else {
-        json!([{ "name": "prediction", "datatype": "FP32", "shape": [-1] }])
-    };
+    let outputs: Vec<_> = output::outputs(manifest.schema.task)
+        .iter()
+        .map(|o| json!({ "name": o.name, "datatype": o.datatype.oip_datatype(), "shape": o.shape(-1, manifest.labels.len()) }))
+        .collect();
     json!({
         "name": model.name,
         "versions": state.registry.versions(&model.name).iter().map(u64::to_string).collect::<Vec<_>>(),
@@ -177,7 +172,7 @@ fn metadata(state: &AppState, model: &LoadedModel) -> serde_json::Value {
 async fn model_metadata(State(state): State<Arc<AppState>>, Path(model): Path<String>) -> Response {
     match state.registry.get(&model, None) {
         Ok(m) => json_response(StatusCode::OK, &metadata(&state, m)),
-        Err(e) => ApiError::from(e).into_response(),
+        Err(e) => ServeError::from(e).into_response(),
     }
 }
 
@@ -187,7 +182,7 @@ async fn model_metadata_version(
 ) -> Response {
     match state.registry.get(&model, Some(&version)) {
         Ok(m) => json_response(StatusCode::OK, &metadata(&state, m)),
-        Err(e) => ApiError::from(e).into_response(),
+        Err(e) => ServeError::from(e).into_response(),
     }
 }
 
@@ -196,9 +191,8 @@ fn ready_response(state: &AppState, model: &str, version: Option<&str>) -> Respo
         Ok(m) if state.ready.load(Ordering::SeqCst) => {
             json_response(StatusCode::OK, &json!({ "name": m.name, "version": m.version.to_string(), "ready": true }))
         }
-        Ok(m) => ApiError::unavailable(format!("model '{}' is not ready: the server is shutting down", m.name))
-            .into_response(),
-        Err(e) => ApiError::from(e).into_response(),
+        Ok(m) => ServeError::ShuttingDown { model: Some(m.name.clone()) }.into_response(),
+        Err(e) => ServeError::from(e).into_response(),
     }
 }
 
@@ -213,27 +207,28 @@ async fn model_ready_version(
     ready_response(&state, &model, Some(&version))
 }
 
+/// Triton's name for an OIP datatype in a model configuration.
+fn triton_type(datatype: &str) -> String {
+    format!("TYPE_{}", if datatype == "BYTES" { "STRING" } else { datatype })
+}
+
 /// Triton's model-configuration extension, which `perf_analyzer` reads.
 async fn model_config(State(state): State<Arc<AppState>>, Path(model): Path<String>) -> Response {
     let m = match state.registry.get(&model, None) {
         Ok(m) => m,
-        Err(e) => return ApiError::from(e).into_response(),
+        Err(e) => return ServeError::from(e).into_response(),
     };
     let manifest = m.predictor.manifest();
     let input: Vec<_> = manifest
         .schema
         .features
         .iter()
-        .map(|c| json!({ "name": c.name, "data_type": format!("TYPE_{}", oip::advertised_datatype(c.kind).replace("BYTES", "STRING")), "dims": [-1] }))
+        .map(|c| json!({ "name": c.name, "data_type": triton_type(oip::advertised_datatype(c.kind)), "dims": [-1] }))
         .collect();
-    let output: Vec<_> = if manifest.schema.task.is_classification() {
-        vec![
-            json!({ "name": "label", "data_type": "TYPE_STRING", "dims": [-1] }),
-            json!({ "name": "probabilities", "data_type": "TYPE_FP32", "dims": [-1, manifest.labels.len()] }),
-        ]
-    } else {
-        vec![json!({ "name": "prediction", "data_type": "TYPE_FP32", "dims": [-1] })]
-    };
+    let output: Vec<_> = output::outputs(manifest.schema.task)
+        .iter()
+        .map(|o| json!({ "name": o.name, "data_type": triton_type(o.datatype.oip_datatype()), "dims": o.shape(-1, manifest.labels.len()) }))
+        .collect();
     json_response(
         StatusCode::OK,
         &json!({ "name": m.name, "platform": "burn-mlp", "backend": "serving", "max_batch_size": 0, "input": input, "output": output }),
@@ -265,7 +260,7 @@ async fn infer_version(
 async fn v1_model(State(state): State<Arc<AppState>>, Path(target): Path<String>) -> Response {
     match state.registry.get(&target, None) {
         Ok(m) => json_response(StatusCode::OK, &json!({ "name": m.name, "ready": state.ready.load(Ordering::SeqCst) })),
-        Err(e) => ApiError::from(e).into_response(),
+        Err(e) => ServeError::from(e).into_response(),
     }
 }
 
@@ -277,10 +272,10 @@ async fn v1_predict(
 ) -> Response {
     match target.strip_suffix(":predict") {
         Some(model) => run_inference(state, Protocol::V1, model.to_string(), None, headers, body).await,
-        None => {
-            ApiError::not_found(format!("POST /v1/models/{target}: the KServe v1 path is /v1/models/<name>:predict"))
-                .into_response()
-        }
+        None => ServeError::UnknownEndpoint(format!(
+            "POST /v1/models/{target} (the KServe v1 path is /v1/models/<name>:predict)"
+        ))
+        .into_response(),
     }
 }
 
@@ -325,15 +320,14 @@ async fn run_inference(
     let outcome = async {
         let model = model?;
         let body = body.map_err(|rejection| match rejection.status() {
-            StatusCode::PAYLOAD_TOO_LARGE => ApiError::too_large(state.limits.max_body_bytes),
-            _ => ApiError::bad_request(format!("could not read the request body: {rejection}")),
+            StatusCode::PAYLOAD_TOO_LARGE => ServeError::PayloadTooLarge { limit_bytes: state.limits.max_body_bytes },
+            _ => ServeError::Body(rejection.to_string()),
         })?;
-        let permit = state.permits.clone().try_acquire_owned().map_err(|_| {
-            ApiError::unavailable(format!(
-                "server is at its concurrency limit ({} requests in flight); retry later",
-                state.limits.max_concurrency
-            ))
-        })?;
+        let permit = state
+            .permits
+            .clone()
+            .try_acquire_owned()
+            .map_err(|_| ServeError::Saturated { limit: state.limits.max_concurrency })?;
         let header_length = headers.get(oip::INFERENCE_HEADER).and_then(|v| v.to_str().ok()).map(str::to_string);
         let inline = body.len() <= state.limits.inline_max_bytes;
         let work = move || {
@@ -350,13 +344,8 @@ async fn run_inference(
         };
         match done {
             Ok(Ok(answer)) => answer,
-            Ok(Err(_lost)) => {
-                tracing::error!(request_id, model = model_name, "prediction panicked");
-                Err(ApiError::internal())
-            }
-            Err(_) => {
-                Err(ApiError::unavailable(format!("request timed out after {} ms", state.limits.timeout.as_millis())))
-            }
+            Ok(Err(_lost)) => Err(ServeError::Internal { detail: "the prediction panicked".into() }),
+            Err(_) => Err(ServeError::Timeout { millis: state.limits.timeout.as_millis() }),
         }
     }
     .await;
@@ -365,22 +354,15 @@ async fn run_inference(
         Ok(answer) => (answer.response, "ok", answer.rows),
         Err(error) => {
             let label = error.outcome();
-            if error.status.is_server_error() {
-                tracing::warn!(
-                    request_id,
-                    model = model_name,
-                    status = error.status.as_u16(),
-                    error = error.message,
-                    "request failed"
-                );
-            } else {
-                tracing::info!(
-                    request_id,
-                    model = model_name,
-                    status = error.status.as_u16(),
-                    error = error.message,
-                    "request rejected"
-                );
+            let status = error.status().as_u16();
+            match &error {
+                ServeError::Internal { detail } => {
+                    tracing::error!(request_id, model = model_name, status, detail, "request failed")
+                }
+                _ if error.status().is_server_error() => {
+                    tracing::warn!(request_id, model = model_name, status, error = %error, "request failed")
+                }
+                _ => tracing::info!(request_id, model = model_name, status, error = %error, "request rejected"),
             }
             (error.into_response(), label, 0)
         }
@@ -400,14 +382,13 @@ async fn run_inference(
     response
 }
 
-fn predict_v2(model: &LoadedModel, body: &[u8], header_length: Option<&str>) -> Result<Answer, ApiError> {
+fn predict_v2(model: &LoadedModel, body: &[u8], header_length: Option<&str>) -> Result<Answer, ServeError> {
     let (json_part, binary) = oip::split_body(body, header_length)?;
     let request = oip::parse_request(json_part)?;
     let plan = oip::plan_outputs(model, &request)?;
     let batch = oip::decode_inputs(model, &request, binary)?;
-    let predictions =
-        model.predictor.predict(&batch).map_err(|e| ApiError::bad_request(format!("model '{}': {e}", model.name)))?;
-    let encoded = oip::encode_response(model, request.id.as_deref(), &plan, &predictions);
+    let predictions = model.predictor.predict(&batch).map_err(|e| ServeError::input(&model.name, e))?;
+    let encoded = oip::encode_response(model, request.id.as_deref(), &plan, &predictions)?;
     let rows = predictions.n_rows();
     let response = if encoded.binary.is_empty() {
         ([(header::CONTENT_TYPE, "application/json")], encoded.json).into_response()
@@ -427,12 +408,11 @@ fn predict_v2(model: &LoadedModel, body: &[u8], header_length: Option<&str>) -> 
     Ok(Answer { response, rows })
 }
 
-fn predict_v1(model: &LoadedModel, body: &[u8]) -> Result<Answer, ApiError> {
+fn predict_v1(model: &LoadedModel, body: &[u8]) -> Result<Answer, ServeError> {
     let request = v1::parse_request(body)?;
     let batch = v1::decode_instances(model, &request)?;
-    let predictions =
-        model.predictor.predict(&batch).map_err(|e| ApiError::bad_request(format!("model '{}': {e}", model.name)))?;
-    let body = v1::encode_response(model, &predictions);
+    let predictions = model.predictor.predict(&batch).map_err(|e| ServeError::input(&model.name, e))?;
+    let body = v1::encode_response(model, &predictions)?;
     Ok(Answer {
         response: ([(header::CONTENT_TYPE, "application/json")], body).into_response(),
         rows: predictions.n_rows(),

@@ -2,6 +2,8 @@
 //! `shared-inference`, answers the Open Inference Protocol v2 and KServe v1 over HTTP, and scores
 //! files offline. It depends on no training crate; CI checks its graph and its binary.
 
+#![forbid(unsafe_code)]
+
 pub mod batch;
 pub mod cli;
 pub mod error;

@@ -1,5 +1,7 @@
 //! `serving` entry point: parses the command line and reports errors without a panic trace.
 
+#![forbid(unsafe_code)]
+
 use clap::Parser;
 
 /// Batches of thousands of rows allocate and free megabyte buffers on every forward pass; glibc

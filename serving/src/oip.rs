@@ -4,9 +4,10 @@
 
 use serde::Deserialize;
 use serde_json::{Map, Value};
+use shared_inference::output::{self, OutputType};
 use shared_inference::{ColumnBatch, ColumnKind, ColumnValues, Predictions};
 
-use crate::error::ApiError;
+use crate::error::{ProtocolError, ServeError};
 use crate::json::{Scalar, ScalarSink};
 use crate::registry::LoadedModel;
 
@@ -57,105 +58,23 @@ pub struct RequestedOutput {
 }
 
 /// Splits a body into its JSON header and binary tensor section.
-pub fn split_body<'a>(body: &'a [u8], header_length: Option<&str>) -> Result<(&'a [u8], &'a [u8]), ApiError> {
+pub fn split_body<'a>(body: &'a [u8], header_length: Option<&str>) -> Result<(&'a [u8], &'a [u8]), ProtocolError> {
     match header_length {
         None => Ok((body, &[])),
         Some(text) => {
-            let n: usize = text.trim().parse().map_err(|_| {
-                ApiError::bad_request(format!("Inference-Header-Content-Length must be a byte count, got '{text}'"))
-            })?;
-            if n > body.len() {
-                return Err(ApiError::bad_request(format!(
-                    "Inference-Header-Content-Length is {n} but the body has only {} bytes",
-                    body.len()
-                )));
+            let declared: usize =
+                text.trim().parse().map_err(|_| ProtocolError::HeaderLengthNotACount { got: text.to_string() })?;
+            if declared > body.len() {
+                return Err(ProtocolError::HeaderLengthPastBody { declared, body: body.len() });
             }
-            Ok(body.split_at(n))
+            Ok(body.split_at(declared))
         }
     }
 }
 
-pub fn parse_request(json: &[u8]) -> Result<InferRequest<'_>, ApiError> {
-    match plain::parse(json) {
-        Some(request) => Ok(request),
-        None => parse_with_serde(json),
-    }
-}
-
-/// The general parser: any valid JSON, with serde_json's error messages for invalid JSON.
-fn parse_with_serde(json: &[u8]) -> Result<InferRequest<'_>, ApiError> {
-    serde_json::from_slice(json)
-        .map_err(|e| ApiError::bad_request(format!("failed to parse the request JSON buffer: {e}")))
-}
-
-/// A parser for the plain shape nearly every JSON inference request has: `{"inputs": [...]}`
-/// (and perhaps an `id`) whose tensors have only a name, a datatype, a shape of integers and
-/// flat data of the plain values [`crate::json::PlainReader`] reads. It gives up (`None`) on
-/// anything else (parameters, requested outputs, nested data, escapes, booleans, long numbers,
-/// repeated or missing keys, invalid JSON), which the general parser then reads or rejects; on
-/// what it accepts it gives exactly what the general parser gives (the tests compare both bit
-/// for bit).
-mod plain {
-    use super::{Elements, InferRequest, InputTensor};
-    use crate::json::PlainReader;
-
-    pub fn parse(json: &[u8]) -> Option<InferRequest<'_>> {
-        let mut p = PlainReader::new(json)?;
-        let (mut id, mut inputs) = (None, None);
-        p.expect(b'{')?;
-        loop {
-            let key = p.string()?;
-            p.expect(b':')?;
-            match key {
-                "inputs" if inputs.is_none() => inputs = Some(list(&mut p, tensor)?),
-                "id" if id.is_none() => id = Some(p.string()?.to_string()),
-                _ => return None,
-            }
-            if p.eat(b'}') {
-                break;
-            }
-            p.expect(b',')?;
-        }
-        p.at_end().then_some(())?;
-        Some(InferRequest { id, parameters: None, inputs: inputs?, outputs: None })
-    }
-
-    fn tensor<'a>(p: &mut PlainReader<'a>) -> Option<InputTensor<'a>> {
-        let (mut name, mut datatype, mut shape, mut data) = (None, None, None::<Vec<i64>>, None);
-        p.expect(b'{')?;
-        loop {
-            let key = p.string()?;
-            p.expect(b':')?;
-            match key {
-                "name" if name.is_none() => name = Some(p.string()?.to_string()),
-                "datatype" if datatype.is_none() => datatype = Some(p.string()?.to_string()),
-                "shape" if shape.is_none() => shape = Some(list(p, PlainReader::integer)?),
-                "data" if data.is_none() => data = Some(Elements(list(p, PlainReader::value)?)),
-                _ => return None,
-            }
-            if p.eat(b'}') {
-                break;
-            }
-            p.expect(b',')?;
-        }
-        Some(InputTensor { name: name?, shape: shape?, datatype: datatype?, parameters: None, data })
-    }
-
-    /// `[item, item, ...]`.
-    fn list<'a, T>(p: &mut PlainReader<'a>, item: impl Fn(&mut PlainReader<'a>) -> Option<T>) -> Option<Vec<T>> {
-        let mut out = Vec::new();
-        p.expect(b'[')?;
-        if p.eat(b']') {
-            return Some(out);
-        }
-        loop {
-            out.push(item(p)?);
-            if p.eat(b']') {
-                return Some(out);
-            }
-            p.expect(b',')?;
-        }
-    }
+/// Parses the JSON part of a request with serde_json, straight into borrowed values.
+pub fn parse_request(json: &[u8]) -> Result<InferRequest<'_>, ProtocolError> {
+    Ok(serde_json::from_slice(json)?)
 }
 
 /// Element types of the protocol.
@@ -226,6 +145,25 @@ impl DataType {
             Self::Bytes => 0,
         }
     }
+
+    fn name(self) -> &'static str {
+        match self {
+            Self::Bool => "BOOL",
+            Self::U8 => "UINT8",
+            Self::U16 => "UINT16",
+            Self::U32 => "UINT32",
+            Self::U64 => "UINT64",
+            Self::I8 => "INT8",
+            Self::I16 => "INT16",
+            Self::I32 => "INT32",
+            Self::I64 => "INT64",
+            Self::F16 => "FP16",
+            Self::Bf16 => "BF16",
+            Self::F32 => "FP32",
+            Self::F64 => "FP64",
+            Self::Bytes => "BYTES",
+        }
+    }
 }
 
 /// The datatype a column is advertised with in metadata.
@@ -244,7 +182,7 @@ pub fn decode_inputs<'a>(
     model: &LoadedModel,
     request: &'a InferRequest<'_>,
     binary: &'a [u8],
-) -> Result<ColumnBatch<'a>, ApiError> {
+) -> Result<ColumnBatch<'a>, ServeError> {
     let schema = model.predictor.schema();
     let name = &model.name;
     let mut columns: Vec<Option<ColumnValues<'a>>> = vec![None; schema.features.len()];
@@ -252,96 +190,95 @@ pub fn decode_inputs<'a>(
     let mut cursor = 0usize;
     for input in &request.inputs {
         let Some(index) = schema.position(&input.name) else {
-            return Err(ApiError::bad_request(format!(
-                "unexpected inference input '{}' for model '{name}'; the model's inputs are {:?}",
-                input.name,
-                schema.feature_names()
-            )));
+            return Err(ProtocolError::UnexpectedInput {
+                model: name.clone(),
+                input: input.name.clone(),
+                expected: schema.feature_names(),
+            }
+            .into());
         };
         if columns[index].is_some() {
-            return Err(ApiError::bad_request(format!(
-                "input '{}' appears twice in the request for model '{name}'",
-                input.name
-            )));
+            return Err(ProtocolError::DuplicateInput { model: name.clone(), input: input.name.clone() }.into());
         }
         let kind = schema.features[index].kind;
-        let datatype = DataType::parse(&input.datatype).ok_or_else(|| {
-            ApiError::bad_request(format!("input '{}' has unknown datatype '{}'", input.name, input.datatype))
+        let datatype = DataType::parse(&input.datatype).ok_or_else(|| ProtocolError::UnknownDatatype {
+            input: input.name.clone(),
+            datatype: input.datatype.clone(),
         })?;
-        let kind_ok = match kind {
-            ColumnKind::Numeric => datatype.is_number(),
-            ColumnKind::Categorical => datatype == DataType::Bytes,
+        let (kind_ok, expected) = match kind {
+            ColumnKind::Numeric => (datatype.is_number(), NUMERIC_TYPES),
+            ColumnKind::Categorical => (datatype == DataType::Bytes, "BYTES"),
         };
         if !kind_ok {
-            let expected = match kind {
-                ColumnKind::Numeric => NUMERIC_TYPES,
-                ColumnKind::Categorical => "BYTES",
-            };
-            return Err(ApiError::bad_request(format!(
-                "inference input '{}' data-type is '{}', but model '{name}' expects '{expected}'",
-                input.name, input.datatype
-            )));
-        }
-        let n = rows_of_shape(&input.shape).ok_or_else(|| {
-            ApiError::bad_request(format!(
-                "unexpected shape for input '{}' for model '{name}'. Expected [-1] or [-1,1], got {:?}",
-                input.name, input.shape
-            ))
-        })?;
-        if let Some((expected, first)) = rows {
-            if n != expected {
-                return Err(ApiError::bad_request(format!(
-                    "input '{}' has {n} rows but input '{first}' has {expected} for model '{name}'; every input needs one value per row",
-                    input.name
-                )));
+            return Err(ProtocolError::WrongDatatype {
+                model: name.clone(),
+                input: input.name.clone(),
+                datatype: input.datatype.clone(),
+                expected,
             }
-        } else {
-            rows = Some((n, &input.name));
+            .into());
+        }
+        let n = rows_of_shape(&input.shape).ok_or_else(|| ProtocolError::WrongShape {
+            model: name.clone(),
+            input: input.name.clone(),
+            shape: input.shape.clone(),
+        })?;
+        match rows {
+            Some((first_rows, first)) if n != first_rows => {
+                return Err(ProtocolError::RowCountMismatch {
+                    model: name.clone(),
+                    input: input.name.clone(),
+                    rows: n,
+                    first: first.to_string(),
+                    first_rows,
+                }
+                .into());
+            }
+            Some(_) => {}
+            None => rows = Some((n, &input.name)),
         }
         let binary_size = input.parameters.as_ref().and_then(|p| p.get("binary_data_size"));
         let values = match (binary_size, &input.data) {
-            (Some(size), _) => {
-                let size = size.as_u64().ok_or_else(|| {
-                    ApiError::bad_request(format!("input '{}': binary_data_size must be a byte count", input.name))
-                })? as usize;
-                let end = cursor.checked_add(size).filter(|&e| e <= binary.len()).ok_or_else(|| {
-                    ApiError::bad_request(format!(
-                        "input '{}' declares {size} bytes of binary data but only {} remain after the JSON header",
-                        input.name,
-                        binary.len() - cursor.min(binary.len())
-                    ))
+            (Some(_), Some(_)) => {
+                return Err(ProtocolError::DataAndBinary { input: input.name.clone() }.into());
+            }
+            (Some(size), None) => {
+                let declared = size
+                    .as_u64()
+                    .and_then(|s| usize::try_from(s).ok())
+                    .ok_or_else(|| ProtocolError::BinarySizeNotACount { input: input.name.clone() })?;
+                let end = cursor.checked_add(declared).filter(|&e| e <= binary.len()).ok_or_else(|| {
+                    ProtocolError::BinaryPastEnd {
+                        input: input.name.clone(),
+                        declared,
+                        remaining: binary.len() - cursor.min(binary.len()),
+                    }
                 })?;
                 let bytes = &binary[cursor..end];
                 cursor = end;
                 decode_binary(&input.name, datatype, bytes, n)?
             }
             (None, Some(data)) => decode_json(name, input, datatype, data, n)?,
-            (None, None) => {
-                return Err(ApiError::bad_request(format!(
-                    "input '{}' has neither 'data' nor a 'binary_data_size' parameter",
-                    input.name
-                )));
-            }
+            (None, None) => return Err(ProtocolError::NoData { input: input.name.clone() }.into()),
         };
         columns[index] = Some(values);
     }
     if cursor != binary.len() {
-        return Err(ApiError::bad_request(format!(
-            "the request carries {} bytes of binary data but its inputs declare {cursor}",
-            binary.len()
-        )));
+        return Err(ProtocolError::BinaryUnclaimed { carried: binary.len(), declared: cursor }.into());
     }
-    let missing: Vec<&str> =
-        schema.features.iter().zip(&columns).filter(|(_, c)| c.is_none()).map(|(s, _)| s.name.as_str()).collect();
+    let missing: Vec<String> =
+        schema.features.iter().zip(&columns).filter(|(_, c)| c.is_none()).map(|(s, _)| s.name.clone()).collect();
     if !missing.is_empty() {
-        return Err(ApiError::bad_request(format!(
-            "expected {} inputs but got {} inputs for model '{name}'. Missing required input(s) {missing:?}",
-            schema.features.len(),
-            request.inputs.len()
-        )));
+        return Err(ProtocolError::MissingInputs {
+            model: name.clone(),
+            expected: schema.features.len(),
+            got: request.inputs.len(),
+            missing,
+        }
+        .into());
     }
     let columns = columns.into_iter().flatten().collect();
-    ColumnBatch::new(schema, columns).map_err(|e| ApiError::bad_request(format!("model '{name}': {e}")))
+    ColumnBatch::new(schema, columns).map_err(|e| ServeError::input(name, e))
 }
 
 /// `[N]` or `[N, 1]` -> N.
@@ -358,27 +295,26 @@ fn decode_json<'a>(
     datatype: DataType,
     data: &'a Elements<'_>,
     n: usize,
-) -> Result<ColumnValues<'a>, ApiError> {
-    let input = tensor.name.as_str();
+) -> Result<ColumnValues<'a>, ProtocolError> {
+    let input = || tensor.name.clone();
     let flat = &data.0;
     if flat.len() != n {
-        return Err(ApiError::bad_request(format!(
-            "input '{input}' for model '{model}' has shape {:?} ({n} elements) but its data holds {} elements",
-            tensor.shape,
-            flat.len()
-        )));
+        return Err(ProtocolError::ElementCount {
+            model: model.to_string(),
+            input: input(),
+            shape: tensor.shape.clone(),
+            rows: n,
+            got: flat.len(),
+        });
     }
     if datatype == DataType::Bytes {
         let values = flat
             .iter()
             .enumerate()
-            .map(|(row, v)| match v {
+            .map(|(element, v)| match v {
                 Scalar::Text(s) => Ok(Some(s.as_ref())),
                 Scalar::Null => Ok(None),
-                other => Err(ApiError::bad_request(format!(
-                    "input '{input}', element {row}: BYTES elements must be strings (or null for missing), got {}",
-                    other.describe()
-                ))),
+                other => Err(ProtocolError::NotAString { input: input(), element, got: other.describe() }),
             })
             .collect::<Result<_, _>>()?;
         return Ok(ColumnValues::Categorical(values));
@@ -386,87 +322,87 @@ fn decode_json<'a>(
     let values = flat
         .iter()
         .enumerate()
-        .map(|(row, v)| match v {
-            &Scalar::Number(x) => {
+        .map(|(element, v)| match v {
+            &Scalar::Number(value) => {
                 if let Some((low, high)) = datatype.integer_range() {
-                    if x.fract() != 0.0 {
-                        return Err(ApiError::bad_request(format!(
-                            "input '{input}', element {row}: {x} is not an integer but the datatype is {}",
-                            tensor.datatype
-                        )));
+                    let datatype = tensor.datatype.clone();
+                    if value.fract() != 0.0 {
+                        return Err(ProtocolError::NotAnInteger { input: input(), element, value, datatype });
                     }
-                    if x < low || x > high {
-                        return Err(ApiError::bad_request(format!(
-                            "input '{input}', element {row}: {x} is out of range for {}",
-                            tensor.datatype
-                        )));
+                    if value < low || value > high {
+                        return Err(ProtocolError::IntegerOutOfRange { input: input(), element, value, datatype });
                     }
                 }
                 // An FP32 tensor carries f32 values, whichever way it travels.
-                Ok(if datatype == DataType::F32 { f64::from(x as f32) } else { x })
+                Ok(if datatype == DataType::F32 { f64::from(value as f32) } else { value })
             }
             Scalar::Null => Ok(f64::NAN),
-            other => Err(ApiError::bad_request(format!(
-                "input '{input}', element {row}: expected a number (or null for missing), got {}",
-                other.describe()
-            ))),
+            other => Err(ProtocolError::NotANumber { input: input(), element, got: other.describe() }),
         })
         .collect::<Result<_, _>>()?;
     Ok(ColumnValues::Numeric(values))
 }
 
-fn decode_binary<'a>(input: &str, datatype: DataType, bytes: &'a [u8], n: usize) -> Result<ColumnValues<'a>, ApiError> {
+fn decode_binary<'a>(
+    input: &str,
+    datatype: DataType,
+    bytes: &'a [u8],
+    n: usize,
+) -> Result<ColumnValues<'a>, ProtocolError> {
+    let input = || input.to_string();
     if datatype == DataType::Bytes {
         // Each element takes at least its 4-byte length prefix, which bounds a believable count.
         let mut values = Vec::with_capacity(n.min(bytes.len() / 4));
         let mut rest = bytes;
-        for row in 0..n {
-            let bad = || ApiError::bad_request(format!("input '{input}': binary BYTES data ends inside element {row}"));
-            let (length, tail) = rest.split_first_chunk::<4>().ok_or_else(bad)?;
+        for element in 0..n {
+            let truncated = || ProtocolError::BytesTruncated { input: input(), element };
+            let (length, tail) = rest.split_first_chunk::<4>().ok_or_else(truncated)?;
             let length = u32::from_le_bytes(*length) as usize;
-            let (text, tail) = tail.split_at_checked(length).ok_or_else(bad)?;
-            let text = std::str::from_utf8(text).map_err(|_| {
-                ApiError::bad_request(format!("input '{input}', element {row}: BYTES element is not valid UTF-8"))
-            })?;
+            let (text, tail) = tail.split_at_checked(length).ok_or_else(truncated)?;
+            let text = std::str::from_utf8(text).map_err(|_| ProtocolError::NotUtf8 { input: input(), element })?;
             values.push(Some(text));
             rest = tail;
         }
         if !rest.is_empty() {
-            return Err(ApiError::bad_request(format!(
-                "input '{input}': {} bytes of binary data are left after {n} BYTES elements",
-                rest.len()
-            )));
+            return Err(ProtocolError::BytesLeftOver { input: input(), left: rest.len(), elements: n });
         }
         return Ok(ColumnValues::Categorical(values));
     }
     if matches!(datatype, DataType::F16 | DataType::Bf16) {
-        return Err(ApiError::bad_request(format!("input '{input}': {datatype:?} is not supported; send FP32")));
+        return Err(ProtocolError::HalfPrecision { input: input(), datatype: datatype.name() });
     }
     let width = datatype.width();
     if n.checked_mul(width) != Some(bytes.len()) {
-        return Err(ApiError::bad_request(format!(
-            "input '{input}': {n} elements of {datatype:?} need {} bytes, got {}",
-            n.saturating_mul(width),
-            bytes.len()
-        )));
+        return Err(ProtocolError::BinaryLength {
+            input: input(),
+            elements: n,
+            datatype: datatype.name(),
+            need: n.saturating_mul(width),
+            got: bytes.len(),
+        });
     }
-    let values = bytes
-        .chunks_exact(width)
-        .map(|b| match datatype {
-            DataType::U8 => f64::from(b[0]),
-            DataType::I8 => f64::from(b[0] as i8),
-            DataType::U16 => f64::from(u16::from_le_bytes([b[0], b[1]])),
-            DataType::I16 => f64::from(i16::from_le_bytes([b[0], b[1]])),
-            DataType::U32 => f64::from(u32::from_le_bytes([b[0], b[1], b[2], b[3]])),
-            DataType::I32 => f64::from(i32::from_le_bytes([b[0], b[1], b[2], b[3]])),
-            DataType::F32 => f64::from(f32::from_le_bytes([b[0], b[1], b[2], b[3]])),
-            DataType::U64 => u64::from_le_bytes(b.try_into().unwrap_or([0; 8])) as f64,
-            DataType::I64 => i64::from_le_bytes(b.try_into().unwrap_or([0; 8])) as f64,
-            DataType::F64 => f64::from_le_bytes(b.try_into().unwrap_or([0; 8])),
-            DataType::Bool | DataType::Bytes | DataType::F16 | DataType::Bf16 => f64::NAN,
-        })
-        .collect();
+    let values = match datatype {
+        DataType::U8 => bytes.iter().map(|&b| f64::from(b)).collect(),
+        DataType::I8 => bytes.iter().map(|&b| f64::from(b as i8)).collect(),
+        DataType::U16 => little_endian(bytes, |b: [u8; 2]| f64::from(u16::from_le_bytes(b))),
+        DataType::I16 => little_endian(bytes, |b: [u8; 2]| f64::from(i16::from_le_bytes(b))),
+        DataType::U32 => little_endian(bytes, |b: [u8; 4]| f64::from(u32::from_le_bytes(b))),
+        DataType::I32 => little_endian(bytes, |b: [u8; 4]| f64::from(i32::from_le_bytes(b))),
+        DataType::F32 => little_endian(bytes, |b: [u8; 4]| f64::from(f32::from_le_bytes(b))),
+        DataType::U64 => little_endian(bytes, |b: [u8; 8]| u64::from_le_bytes(b) as f64),
+        DataType::I64 => little_endian(bytes, |b: [u8; 8]| i64::from_le_bytes(b) as f64),
+        DataType::F64 => little_endian(bytes, f64::from_le_bytes),
+        // Refused above: no number travels as BOOL, BYTES or half precision.
+        DataType::Bool | DataType::Bytes | DataType::F16 | DataType::Bf16 => {
+            unreachable!("{} is not a numeric datatype the model takes", datatype.name())
+        }
+    };
     Ok(ColumnValues::Numeric(values))
+}
+
+/// Each `W`-byte element of `bytes` (a multiple of `W` long), read by `read`.
+fn little_endian<const W: usize>(bytes: &[u8], read: impl Fn([u8; W]) -> f64) -> Vec<f64> {
+    bytes.chunks_exact(W).map(|chunk| read(chunk.try_into().expect("chunks of W bytes"))).collect()
 }
 
 /// Which outputs to return and whether each travels as binary.
@@ -475,18 +411,13 @@ pub struct OutputPlan {
     pub outputs: Vec<(String, bool)>,
 }
 
-/// Output names a model produces.
-pub fn output_names(model: &LoadedModel) -> &'static [&'static str] {
-    if model.predictor.schema().task.is_classification() { &["label", "probabilities"] } else { &["prediction"] }
-}
-
 fn flag(parameters: &Option<Map<String, Value>>, key: &str) -> bool {
     parameters.as_ref().and_then(|p| p.get(key)).and_then(Value::as_bool).unwrap_or(false)
 }
 
-pub fn plan_outputs(model: &LoadedModel, request: &InferRequest<'_>) -> Result<OutputPlan, ApiError> {
+pub fn plan_outputs(model: &LoadedModel, request: &InferRequest<'_>) -> Result<OutputPlan, ProtocolError> {
     let all_binary = flag(&request.parameters, "binary_data_output");
-    let known = output_names(model);
+    let known = output::output_names(model.predictor.schema().task);
     let outputs = match &request.outputs {
         None => known.iter().map(|n| (n.to_string(), all_binary)).collect(),
         Some(requested) => requested
@@ -495,10 +426,11 @@ pub fn plan_outputs(model: &LoadedModel, request: &InferRequest<'_>) -> Result<O
                 if known.contains(&o.name.as_str()) {
                     Ok((o.name.clone(), all_binary || flag(&o.parameters, "binary_data")))
                 } else {
-                    Err(ApiError::bad_request(format!(
-                        "unexpected inference output '{}' for model '{}'; the model's outputs are {known:?}",
-                        o.name, model.name
-                    )))
+                    Err(ProtocolError::UnknownOutput {
+                        model: model.name.clone(),
+                        output: o.name.clone(),
+                        known: known.clone(),
+                    })
                 }
             })
             .collect::<Result<_, _>>()?,
@@ -548,23 +480,34 @@ pub fn encode_response(
     id: Option<&str>,
     plan: &OutputPlan,
     predictions: &Predictions,
-) -> EncodedResponse {
+) -> Result<EncodedResponse, ServeError> {
     let n = predictions.n_rows();
     let mut outputs = Vec::with_capacity(plan.outputs.len());
     let mut binary = Vec::new();
+    let specs = output::outputs(model.predictor.schema().task);
     for (name, as_binary) in &plan.outputs {
-        let (datatype, shape, data) = match (name.as_str(), predictions) {
-            ("prediction", Predictions::Regression { values }) => ("FP32", vec![n], OutputData::Floats(values)),
-            ("probabilities", Predictions::Classification { probabilities, n_classes, .. }) => {
-                ("FP32", vec![n, *n_classes], OutputData::Floats(probabilities))
+        // `plan_outputs` admitted only this task's output names.
+        let spec = specs.iter().find(|s| s.name == name).ok_or_else(|| ServeError::Internal {
+            detail: format!("output '{name}' was planned but model '{}' has no such output", model.name),
+        })?;
+        let data = match (spec.name, predictions) {
+            (output::PREDICTION, Predictions::Regression { values }) => OutputData::Floats(values),
+            (output::PROBABILITIES, Predictions::Classification { probabilities, .. }) => {
+                OutputData::Floats(probabilities)
             }
-            ("label", Predictions::Classification { labels, .. }) => {
-                let classes = model.predictor.labels();
-                let names = labels.iter().map(|&i| classes.get(i).map_or("", String::as_str)).collect();
-                ("BYTES", vec![n], OutputData::Texts(names))
+            (output::LABEL, Predictions::Classification { labels, .. }) => {
+                OutputData::Texts(model.label_names(labels)?)
             }
-            _ => continue,
+            _ => {
+                return Err(ServeError::Internal {
+                    detail: format!("output '{name}' does not fit the predictions of model '{}'", model.name),
+                });
+            }
         };
+        let n_classes = model.predictor.labels().len();
+        let shape: Vec<usize> = spec.shape(n as i64, n_classes).into_iter().map(|d| d as usize).collect();
+        let datatype = spec.datatype.oip_datatype();
+        debug_assert_eq!(matches!(data, OutputData::Texts(_)), spec.datatype == OutputType::Text);
         let (parameters, data) = if *as_binary {
             let start = binary.len();
             match &data {
@@ -581,80 +524,7 @@ pub fn encode_response(
         outputs.push(OutputTensor { name, datatype, shape, parameters, data });
     }
     let response = InferResponse { model_name: &model.name, model_version: model.version.to_string(), id, outputs };
-    EncodedResponse { json: serde_json::to_vec(&response).unwrap_or_default(), binary }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    /// Both parsers on `body`: the plain one must accept it and read it as the general one does,
-    /// bit for bit.
-    fn agree(body: &str) {
-        let (fast, general) = crate::json::tests::read_alike(body, plain::parse, parse_with_serde);
-        for (a, b) in fast.inputs.iter().zip(&general.inputs) {
-            let (a, b) = (a.data.as_ref().map_or(&[][..], |d| &d.0), b.data.as_ref().map_or(&[][..], |d| &d.0));
-            crate::json::tests::assert_same_bits(body, a, b);
-        }
-    }
-
-    #[test]
-    fn the_plain_parser_agrees_with_serde_json_on_plain_bodies() {
-        agree(r#"{"inputs": []}"#);
-        agree(r#"{"id": "r-1", "inputs": [{"name": "a", "datatype": "FP64", "shape": [0], "data": []}]}"#);
-        agree(
-            " {\n\t\"inputs\" : [ { \"shape\" : [ 2 , 1 ] , \"data\" : [ 0.23 , null ] , \"name\" : \"carat\" ,\r\n \
-             \"datatype\":\"FP32\"}, {\"name\": \"cut\", \"datatype\": \"BYTES\", \"shape\": [-1], \
-             \"data\": [\"Très bien\", \"\"]} ] , \"id\": \"\" } \n",
-        );
-        agree(
-            r#"{"inputs": [{"name": "t", "datatype": "INT64", "shape": [4], "data": [-0, -0.0, 0, 999999999999999]}]}"#,
-        );
-        agree(r#"{"inputs": [{"name": "no data", "datatype": "FP64", "shape": [1]}]}"#);
-        let decimals = crate::json::tests::plain_decimals(2000);
-        agree(&format!(
-            r#"{{"inputs": [{{"name": "v", "datatype": "FP64", "shape": [{}], "data": [{}]}}]}}"#,
-            decimals.len(),
-            decimals.join(", ")
-        ));
-    }
-
-    #[test]
-    fn the_plain_parser_leaves_everything_else_to_serde_json() {
-        let tensor = |extra: &str| {
-            format!(r#"{{"inputs": [{{"name": "a", "datatype": "FP64", "shape": [1], "data": [1]{extra}}}]}}"#)
-        };
-        let mut bodies: Vec<String> = [
-            r#"{"inputs": [{"name": "a", "datatype": "FP64", "shape": [1], "data": [[1]]}]}"#,
-            r#"{"inputs": [{"name": "a", "datatype": "BOOL", "shape": [1], "data": [true]}]}"#,
-            r#"{"inputs": [{"name": "a", "datatype": "FP64", "shape": [1], "data": [1e3]}]}"#,
-            r#"{"inputs": [{"name": "a", "datatype": "FP64", "shape": [1.0], "data": [1]}]}"#,
-            r#"{"inputs": [{"name": "a", "datatype": "FP64", "shape": [-0], "data": [1]}]}"#,
-            r#"{"inputs": [{"name": "a\"b", "datatype": "FP64", "shape": [1], "data": [1]}]}"#,
-            r#"{"inputs": [{"name": "a", "datatype": "FP64", "data": [1]}]}"#,
-            r#"{"inputs": [{"name": "a", "datatype": "FP64", "shape": [1], "data": null}]}"#,
-            r#"{"inputs": [{}]}"#,
-            r#"{"inputs": []} trailing"#,
-            r#"{"inputs": [], "inputs": []}"#,
-            r#"{"id": "x"}"#,
-            r#"{}"#,
-        ]
-        .map(String::from)
-        .to_vec();
-        bodies.push(tensor(r#", "parameters": {"binary_data_size": 8}"#));
-        bodies.push(tensor(r#", "name": "b""#));
-        bodies.push(format!("{}, \"outputs\": []}}", tensor("").trim_end_matches('}')));
-        for body in &bodies {
-            assert!(plain::parse(body.as_bytes()).is_none(), "{body}");
-        }
-        // What the general parser then does: reads what is valid, rejects what is not.
-        let request = parse_request(bodies[0].as_bytes()).expect("nested data is valid");
-        assert_eq!(request.inputs[0].data, Some(Elements(vec![Scalar::Number(1.0)])));
-        let request = parse_request(bodies[bodies.len() - 3].as_bytes()).expect("parameters are valid");
-        assert!(request.inputs[0].parameters.is_some());
-        for invalid in [&bodies[4], &bodies[6], &bodies[10]] {
-            let error = parse_request(invalid.as_bytes()).expect_err("invalid");
-            assert!(error.message.contains("failed to parse the request JSON"), "{invalid}: {}", error.message);
-        }
-    }
+    let json = serde_json::to_vec(&response)
+        .map_err(|e| ServeError::Internal { detail: format!("encoding a v2 response: {e}") })?;
+    Ok(EncodedResponse { json, binary })
 }

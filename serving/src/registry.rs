@@ -10,12 +10,29 @@ use std::sync::Arc;
 use anyhow::{Context, bail};
 use shared_inference::Predictor;
 
+use crate::error::ServeError;
+
 /// One loaded version of a model.
 #[derive(Debug)]
 pub struct LoadedModel {
     pub name: String,
     pub version: u64,
     pub predictor: Predictor,
+}
+
+impl LoadedModel {
+    /// The class names of `labels`, indices into the model's classes.
+    pub fn label_names(&self, labels: &[usize]) -> Result<Vec<&str>, ServeError> {
+        let classes = self.predictor.labels();
+        labels
+            .iter()
+            .map(|&i| {
+                classes.get(i).map(String::as_str).ok_or_else(|| ServeError::Internal {
+                    detail: format!("model '{}' predicted class {i} of {}", self.name, classes.len()),
+                })
+            })
+            .collect()
+    }
 }
 
 /// Every served model, by name then version.
@@ -92,21 +109,11 @@ impl Registry {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// A model or version the repository does not hold.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum LookupError {
+    #[error("Request for unknown model: '{0}' is not found")]
     UnknownModel(String),
+    #[error("Request for unknown model: '{model}' version {version} is not found")]
     UnknownVersion { model: String, version: String },
-}
-
-impl std::fmt::Display for LookupError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            LookupError::UnknownModel(name) => {
-                write!(f, "Request for unknown model: '{name}' is not found")
-            }
-            LookupError::UnknownVersion { model, version } => {
-                write!(f, "Request for unknown model: '{model}' version {version} is not found")
-            }
-        }
-    }
 }

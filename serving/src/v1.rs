@@ -7,9 +7,10 @@ use std::fmt;
 use serde::de::{self, Deserialize, DeserializeSeed, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
 use serde::ser::{Serialize, SerializeMap, Serializer};
 use shared_inference::input::RowBuilder;
+use shared_inference::output;
 use shared_inference::{Cell, ColumnBatch, Predictions};
 
-use crate::error::ApiError;
+use crate::error::{ProtocolError, ServeError};
 use crate::json::{Scalar, ScalarSink, Text};
 use crate::registry::LoadedModel;
 
@@ -57,82 +58,30 @@ impl<'a> V1Request<'a> {
     }
 }
 
-pub fn parse_request(body: &[u8]) -> Result<V1Request<'_>, ApiError> {
-    match plain::parse(body) {
-        Some(request) => Ok(request),
-        None => parse_with_serde(body),
-    }
+/// Parses a body with serde_json, straight into borrowed records.
+pub fn parse_request(body: &[u8]) -> Result<V1Request<'_>, ProtocolError> {
+    Ok(serde_json::from_slice(body)?)
 }
 
-/// The general parser: any valid JSON, with serde_json's error messages for invalid JSON.
-fn parse_with_serde(body: &[u8]) -> Result<V1Request<'_>, ApiError> {
-    serde_json::from_slice(body)
-        .map_err(|e| ApiError::bad_request(format!("failed to parse the request JSON buffer: {e}")))
-}
-
-/// A parser for the plain shape nearly every v1 body has: `{"instances": [...]}` whose records
-/// are objects of the plain values [`crate::json::PlainReader`] reads. It gives up (`None`) on
-/// anything else (other keys, escapes, booleans, nested values, long numbers, invalid JSON),
-/// which the general parser then reads or rejects; on what it accepts it gives exactly what the
-/// general parser gives (the tests compare both bit for bit).
-mod plain {
-    use std::borrow::Cow;
-
-    use super::{Instance, V1Request};
-    use crate::json::PlainReader;
-
-    pub fn parse(body: &[u8]) -> Option<V1Request<'_>> {
-        let mut p = PlainReader::new(body)?;
-        let mut request = V1Request::default();
-        p.expect(b'{')?;
-        if p.string()? != "instances" {
-            return None;
-        }
-        p.expect(b':')?;
-        p.expect(b'[')?;
-        if !p.eat(b']') {
-            loop {
-                p.expect(b'{')?;
-                if !p.eat(b'}') {
-                    loop {
-                        request.keys.push(Cow::Borrowed(p.string()?));
-                        p.expect(b':')?;
-                        request.values.push(p.value()?);
-                        if p.eat(b'}') {
-                            break;
-                        }
-                        p.expect(b',')?;
-                    }
-                }
-                request.instances.push(Instance::Record { end: request.keys.len() });
-                if p.eat(b']') {
-                    break;
-                }
-                p.expect(b',')?;
-            }
-        }
-        p.expect(b'}')?;
-        p.at_end().then_some(request)
-    }
-}
-
-pub fn decode_instances<'a>(model: &LoadedModel, request: &'a V1Request<'_>) -> Result<ColumnBatch<'a>, ApiError> {
+pub fn decode_instances<'a>(model: &LoadedModel, request: &'a V1Request<'_>) -> Result<ColumnBatch<'a>, ServeError> {
     let schema = model.predictor.schema();
     let mut builder = RowBuilder::new(schema, request.len());
     for (row, record) in request.records().enumerate() {
-        let (keys, values) = record.map_err(|got| {
-            ApiError::bad_request(format!(
-                "model '{}', instance {row}: each instance must be an object of column -> value, got {got}",
-                model.name
-            ))
+        let (keys, values) = record.map_err(|got| ProtocolError::NotAnObject {
+            model: model.name.clone(),
+            row,
+            got: got.to_string(),
         })?;
         if let Some((column, Scalar::Invalid(got))) =
             keys.iter().zip(values).find(|(_, value)| matches!(value, Scalar::Invalid(_)))
         {
-            return Err(ApiError::bad_request(format!(
-                "model '{}', instance {row}, column '{column}': expected a number, text or null, got {got}",
-                model.name
-            )));
+            return Err(ProtocolError::InvalidValue {
+                model: model.name.clone(),
+                row,
+                column: column.to_string(),
+                got: got.clone(),
+            }
+            .into());
         }
         let cells = keys.iter().zip(values).map(|(column, value)| {
             let cell = match value {
@@ -142,11 +91,13 @@ pub fn decode_instances<'a>(model: &LoadedModel, request: &'a V1Request<'_>) -> 
             };
             (column.as_ref(), cell)
         });
-        builder
-            .push_row(row, cells)
-            .map_err(|e| ApiError::bad_request(format!("model '{}', instance {row}: {e}", model.name)))?;
+        builder.push_row(row, cells).map_err(|source| ServeError::Input {
+            model: model.name.clone(),
+            row: Some(row),
+            source,
+        })?;
     }
-    builder.finish().map_err(|e| ApiError::bad_request(format!("model '{}': {e}", model.name)))
+    builder.finish().map_err(|e| ServeError::input(&model.name, e))
 }
 
 impl<'de> Deserialize<'de> for V1Request<'de> {
@@ -265,11 +216,25 @@ impl Serialize for ClassProbabilities<'_> {
     }
 }
 
-#[derive(serde::Serialize)]
-#[serde(untagged)]
+/// One instance's prediction: the value, or `{"label": ..., "probabilities": {...}}` under the
+/// shared output names.
 enum Prediction<'a> {
     Value(f32),
     Class { label: &'a str, probabilities: ClassProbabilities<'a> },
+}
+
+impl Serialize for Prediction<'_> {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        match self {
+            Prediction::Value(value) => serializer.serialize_f32(*value),
+            Prediction::Class { label, probabilities } => {
+                let mut map = serializer.serialize_map(Some(2))?;
+                map.serialize_entry(output::LABEL, label)?;
+                map.serialize_entry(output::PROBABILITIES, probabilities)?;
+                map.end()
+            }
+        }
+    }
 }
 
 #[derive(serde::Serialize)]
@@ -277,15 +242,16 @@ struct V1Response<'a> {
     predictions: Vec<Prediction<'a>>,
 }
 
-pub fn encode_response(model: &LoadedModel, predictions: &Predictions) -> Vec<u8> {
+pub fn encode_response(model: &LoadedModel, predictions: &Predictions) -> Result<Vec<u8>, ServeError> {
     let classes = model.predictor.labels();
     let predictions = match predictions {
         Predictions::Regression { values } => values.iter().map(|&v| Prediction::Value(v)).collect(),
-        Predictions::Classification { probabilities, labels, n_classes } => labels
-            .iter()
+        Predictions::Classification { probabilities, labels, n_classes } => model
+            .label_names(labels)?
+            .into_iter()
             .enumerate()
-            .map(|(row, &label)| Prediction::Class {
-                label: classes.get(label).map_or("", String::as_str),
+            .map(|(row, label)| Prediction::Class {
+                label,
                 probabilities: ClassProbabilities {
                     classes,
                     values: &probabilities[row * n_classes..(row + 1) * n_classes],
@@ -293,65 +259,6 @@ pub fn encode_response(model: &LoadedModel, predictions: &Predictions) -> Vec<u8
             })
             .collect(),
     };
-    serde_json::to_vec(&V1Response { predictions }).unwrap_or_default()
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    /// Both parsers on `body`: the plain one must accept it and read it as the general one does,
-    /// bit for bit.
-    fn agree(body: &str) {
-        let (fast, general) = crate::json::tests::read_alike(body, plain::parse, parse_with_serde);
-        crate::json::tests::assert_same_bits(body, &fast.values, &general.values);
-    }
-
-    #[test]
-    fn the_plain_parser_agrees_with_serde_json_on_plain_bodies() {
-        agree(r#"{"instances": []}"#);
-        agree(r#"{"instances":[{}]}"#);
-        agree(
-            " {\n\t\"instances\" : [ { \"carat\" : 0.23 , \"cut\" : \"Ideal\" , \"x\" : null } ,\r\n {\"carat\":1} ] } \n",
-        );
-        agree(r#"{"instances": [{"a": -0, "b": -0.0, "c": 0, "d": 999999999999999, "e": -123456789012345}]}"#);
-        agree(r#"{"instances": [{"ünïcödé": "Très bien", "empty": ""}]}"#);
-        let records: Vec<String> = crate::json::tests::plain_decimals(2000)
-            .iter()
-            .enumerate()
-            .map(|(i, number)| format!(r#"{{"v": {number}, "s": "row {i}"}}"#))
-            .collect();
-        agree(&format!(r#"{{"instances": [{}]}}"#, records.join(",")));
-    }
-
-    #[test]
-    fn the_plain_parser_leaves_everything_else_to_serde_json() {
-        for body in [
-            r#"{"instances": [{"a": "tab\tescaped"}]}"#,
-            r#"{"instances": [{"a": "quote\"d"}]}"#,
-            r#"{"instances": [{"a": true}]}"#,
-            r#"{"instances": [{"a": [1, 2]}]}"#,
-            r#"{"instances": [{"a": {"b": 1}}]}"#,
-            r#"{"instances": [[1, 2]]}"#,
-            r#"{"instances": [1]}"#,
-            r#"{"instances": [{"a": 1e3}]}"#,
-            r#"{"instances": [{"a": 0.1234567890123456}]}"#,
-            r#"{"instances": [{"a": 01}]}"#,
-            r#"{"instances": [{"a": 1.}]}"#,
-            r#"{"instances": [{"a": .5}]}"#,
-            r#"{"instances": [{"a": 1}], "extra": 1}"#,
-            r#"{"signature_name": "x", "instances": [{"a": 1}]}"#,
-            r#"{"instances": [{"a": 1},]}"#,
-            r#"{"instances": [{"a": 1}]} trailing"#,
-            r#"{"instances": [{"a": nul}]}"#,
-            "{\"instances\": [{\"a\": \"\u{1}\"}]}",
-        ] {
-            assert!(plain::parse(body.as_bytes()).is_none(), "{body}");
-        }
-        // What the general parser then does: reads what is valid, rejects what is not.
-        let request = parse_request(br#"{"instances": [{"a": "quote\"d", "b": 1e3}], "extra": 1}"#).expect("valid");
-        assert_eq!(request.values, vec![Scalar::Text("quote\"d".into()), Scalar::Number(1000.0)]);
-        let error = parse_request(br#"{"instances": [{"a": 01}]}"#).expect_err("invalid JSON");
-        assert!(error.message.contains("failed to parse the request JSON"), "{}", error.message);
-    }
+    serde_json::to_vec(&V1Response { predictions })
+        .map_err(|e| ServeError::Internal { detail: format!("encoding a v1 response: {e}") })
 }

@@ -650,7 +650,7 @@ async fn v1_instance_missing_a_column_is_400() {
         { "area": 120.25, "city": "Rome" },
     ] });
     let message = fixture.post_json("/v1/models/houses:predict", &request).await.error(StatusCode::BAD_REQUEST);
-    assert_mentions(&message, &["'houses'", "instance 1", "missing column 'rooms'", "\"area\", \"rooms\", \"city\""]);
+    assert_mentions(&message, &["'houses'", "row 1", "missing column 'rooms'", "\"area\", \"rooms\", \"city\""]);
 }
 
 #[tokio::test]
@@ -658,7 +658,7 @@ async fn v1_instance_with_an_unknown_column_is_400() {
     let fixture = Fixture::new();
     let request = json!({ "instances": [{ "area": 72.5, "rooms": 3, "city": "Oslo", "garden": true }] });
     let message = fixture.post_json("/v1/models/houses:predict", &request).await.error(StatusCode::BAD_REQUEST);
-    assert_mentions(&message, &["'houses'", "instance 0", "'garden'"]);
+    assert_mentions(&message, &["'houses'", "row 0", "'garden'"]);
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -3,7 +3,10 @@
 
 use std::path::PathBuf;
 
-/// A problem with the records or columns handed to the predictor.
+/// A problem with the records or columns handed to the predictor. The message names the column
+/// and what was wrong, and leaves out the row: each front end says where in its own terms (a
+/// file's line, a request's row), from [`InputError::row`], so the same problem reads the same
+/// on every path.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum InputError {
     #[error("missing column '{column}': the model expects columns {expected:?}")]
@@ -12,52 +15,34 @@ pub enum InputError {
     #[error("unknown column '{column}': the model expects columns {expected:?}")]
     UnknownColumn { column: String, expected: Vec<String> },
 
+    #[error("{got} columns were given, but the model expects the {} columns {expected:?}", expected.len())]
+    ColumnCount { expected: Vec<String>, got: usize },
+
     #[error("column '{column}' was given twice")]
     DuplicateColumn { column: String },
 
     #[error("column '{column}' has {got} rows but column '{first}' has {expected}")]
     RowCountMismatch { column: String, first: String, expected: usize, got: usize },
 
-    #[error("column '{column}', row {row}: expected a number, got {got}")]
+    #[error("column '{column}': expected a number, got {got}")]
     NotANumber { column: String, row: usize, got: String },
 
-    #[error("column '{column}', row {row}: expected text (a category), got {got}")]
+    #[error("column '{column}': expected text (a category), got {got}")]
     NotText { column: String, row: usize, got: String },
 
-    #[error("column '{column}', row {row}: unknown category '{value}'; known categories: {known:?}")]
+    #[error("column '{column}': unknown category '{value}'; known categories: {known:?}")]
     UnknownCategory { column: String, row: usize, value: String, known: Vec<String> },
 
     /// A number the network cannot take: infinite, or so far from the training data that its
     /// standardized value overflows a 32-bit float.
     #[error(
-        "column '{column}', row {row}: the number {value:?} is out of range (standardized with the training \
-         data's mean and standard deviation, it is not a finite 32-bit float)"
+        "column '{column}': the number {value:?} is out of range (standardized with the training data's mean and \
+         standard deviation, it is not a finite 32-bit float)"
     )]
     OutOfRange { column: String, row: usize, value: f64 },
 }
 
 impl InputError {
-    /// The message without its row, for callers that name the row their own way (a file's
-    /// line number, say).
-    pub fn detail(&self) -> String {
-        match self {
-            Self::NotANumber { column, got, .. } => {
-                format!("column '{column}': expected a number, got {got}")
-            }
-            Self::NotText { column, got, .. } => {
-                format!("column '{column}': expected text (a category), got {got}")
-            }
-            Self::UnknownCategory { column, value, known, .. } => {
-                format!("column '{column}': unknown category '{value}'; known categories: {known:?}")
-            }
-            Self::OutOfRange { column, value, .. } => format!(
-                "column '{column}': the number {value:?} is out of range (standardized with the training data's \
-                 mean and standard deviation, it is not a finite 32-bit float)"
-            ),
-            other => other.to_string(),
-        }
-    }
-
     /// The zero-based row the error is about, when it is about one row.
     pub fn row(&self) -> Option<usize> {
         match self {

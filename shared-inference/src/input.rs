@@ -18,7 +18,7 @@ pub enum Cell<'a> {
 pub enum ColumnValues<'a> {
     /// Numbers; NaN marks a missing value.
     Numeric(Vec<f64>),
-    /// Categories; `None` marks a missing value.
+    /// Categories; `None`, or text [`is_missing_text`] accepts, marks a missing value.
     Categorical(Vec<Option<&'a str>>),
 }
 
@@ -46,9 +46,11 @@ impl<'a> ColumnBatch<'a> {
     /// Checks that `columns` matches the schema's features in order, kind and length.
     pub fn new(schema: &Schema, columns: Vec<ColumnValues<'a>>) -> Result<Self, InputError> {
         let expected = schema.feature_names();
-        if columns.len() != schema.features.len() {
-            let column = expected.get(columns.len()).cloned().unwrap_or_default();
+        if let Some(column) = expected.get(columns.len()).cloned() {
             return Err(InputError::MissingColumn { column, expected });
+        }
+        if columns.len() > expected.len() {
+            return Err(InputError::ColumnCount { expected, got: columns.len() });
         }
         let n_rows = columns.first().map_or(0, ColumnValues::len);
         for (spec, values) in schema.features.iter().zip(&columns) {
@@ -184,7 +186,8 @@ impl<'s, 'a> RowBuilder<'s, 'a> {
             pushed += 1;
         }
         if pushed < self.columns.len() {
-            let index = self.columns.iter().position(|c| c.len() == n_rows).unwrap_or_default();
+            // Fewer cells than columns were pushed, so at least one column did not grow.
+            let index = self.columns.iter().position(|c| c.len() == n_rows).expect("a column without this row's value");
             return Err(InputError::MissingColumn {
                 column: self.schema.features[index].name.clone(),
                 expected: self.schema.feature_names(),
@@ -333,7 +336,7 @@ pub fn parse_number(column: &str, row: usize, cell: Cell<'_>) -> Result<f64, Inp
 /// written, read as `m / 10^k` (`m` the digits as an integer, `k` the fraction's length): one
 /// division of two exactly represented numbers, hence correctly rounded, hence the very bits
 /// `str::parse` gives, without its general machinery. `None` for any other text.
-pub fn plain_decimal(text: &[u8]) -> Option<f64> {
+fn plain_decimal(text: &[u8]) -> Option<f64> {
     const POWERS_OF_TEN: [f64; 16] =
         [1e0, 1e1, 1e2, 1e3, 1e4, 1e5, 1e6, 1e7, 1e8, 1e9, 1e10, 1e11, 1e12, 1e13, 1e14, 1e15];
     let (negative, digits) = match text.split_first() {
@@ -360,7 +363,9 @@ pub fn plain_decimal(text: &[u8]) -> Option<f64> {
     Some(if negative { -magnitude } else { magnitude })
 }
 
-/// The spellings of a missing value in text files: an empty cell or `NA`.
+/// The spellings of a missing value in text, on every path (CSV and JSON Lines cells, KServe v1
+/// values, OIP v2 BYTES elements in JSON or binary, the ONNX graph's string inputs): an empty
+/// string or `NA`. JSON `null` is missing too, and so is NaN in a numeric column.
 pub fn is_missing_text(text: &str) -> bool {
     text.is_empty() || text == "NA"
 }

@@ -4,10 +4,10 @@
 
 pub mod artifact;
 pub mod error;
-#[cfg(target_arch = "x86_64")]
-mod fused;
 pub mod input;
+pub mod kernel;
 pub mod model;
+pub mod output;
 pub mod postprocess;
 pub mod predictor;
 pub mod preprocess;
@@ -16,7 +16,9 @@ pub mod schema;
 pub use artifact::{Artifact, FORMAT_VERSION, MANIFEST_FILE, Manifest, WEIGHTS_FILE};
 pub use error::{ArtifactError, InputError};
 pub use input::{Cell, ColumnBatch, ColumnValues};
+pub use kernel::Network;
 pub use model::{ActivationKind, Mlp, MlpConfig};
+pub use output::{OutputSpec, OutputType};
 pub use postprocess::{Predictions, TargetTransform};
 pub use predictor::{CpuBackend, Predictor};
 pub use preprocess::{FittedColumn, Preprocessor, UnknownCategoryPolicy};

@@ -4,6 +4,9 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::kernel::exp_in_place;
+use crate::output;
+
 /// How the regression target was transformed before training, undone at prediction time.
 /// Training fits `z = (t(y) - mean) / std` where `t` is the identity or `ln`.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
@@ -63,9 +66,11 @@ impl Predictions {
     /// `prob_<class>` per class in `class_names` order.
     pub fn column_names(task_is_classification: bool, class_names: &[String]) -> Vec<String> {
         if task_is_classification {
-            std::iter::once("label".to_string()).chain(class_names.iter().map(|c| format!("prob_{c}"))).collect()
+            std::iter::once(output::LABEL.to_string())
+                .chain(class_names.iter().map(|c| format!("{}{c}", output::PROBABILITY_COLUMN_PREFIX)))
+                .collect()
         } else {
-            vec!["prediction".to_string()]
+            vec![output::PREDICTION.to_string()]
         }
     }
 
@@ -76,7 +81,9 @@ impl Predictions {
         match self {
             Predictions::Regression { values } => out.push(values[row].to_string()),
             Predictions::Classification { probabilities, labels, n_classes } => {
-                out.push(class_names.get(labels[row]).cloned().unwrap_or_default());
+                // Labels are argmaxes over `n_classes` outputs, and the manifest loader checked
+                // that there is a name for each.
+                out.push(class_names[labels[row]].clone());
                 out.extend(probabilities[row * n_classes..(row + 1) * n_classes].iter().map(f32::to_string));
             }
         }
@@ -133,84 +140,6 @@ fn softmax_chunk(logits: &[f32], exps: &mut [f64], probabilities: &mut [f32], la
     }
 }
 
-/// [`exp_portable`], as 4-wide vector code where the processor has AVX2 (the same operations,
-/// so the same bits: AVX2 has no fused multiply-add, and none is asked for).
-fn exp_in_place(values: &mut [f64]) {
-    #[cfg(target_arch = "x86_64")]
-    if std::arch::is_x86_feature_detected!("avx2") {
-        #[allow(unsafe_code)]
-        // SAFETY: the processor has AVX2.
-        unsafe {
-            exp_avx2(values)
-        };
-        return;
-    }
-    exp_portable(values);
-}
-
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2")]
-fn exp_avx2(values: &mut [f64]) {
-    exp_portable(values);
-}
-
-/// `e^x` for every value, in place: within about one unit in the last place of the exact
-/// value, 1 for ±0, 0 below -746, infinity above 710, NaN for NaN.
-///
-/// Written out rather than taken from the C library so that it is the same bits on every
-/// machine (only IEEE additions and multiplications, no fused multiply-add, no table) and runs
-/// as vector code: `libm`'s `exp` picks its code path by processor and is one call per value.
-///
-/// `x = k ln 2 + r` with `k` an integer and `|r| <= ln 2 / 2`; `e^r` from its Taylor series to
-/// the 13th power (the first term left out is below 5e-18 relative); then `e^r · 2^k`, the power
-/// applied in two halves so that neither is out of range where the result is not.
-#[inline(always)]
-fn exp_portable(values: &mut [f64]) {
-    // ln 2 split in two: the high part has its low 21 bits zero, so `k · LN2_HI` is exact.
-    const LN2_HI: f64 = f64::from_bits(0x3fe6_2e42_fee0_0000);
-    const LN2_LO: f64 = f64::from_bits(0x3dea_39ef_3579_3c76);
-    const LOG2_E: f64 = std::f64::consts::LOG2_E;
-    // 1.5 · 2^52: adding it rounds to an integer (to nearest, ties to even), kept in the low bits.
-    const ROUND: f64 = 6_755_399_441_055_744.0;
-    // 1 / n! for n = 4 to 13.
-    const C: [f64; 10] = [
-        1.0 / 24.0,
-        1.0 / 120.0,
-        1.0 / 720.0,
-        1.0 / 5_040.0,
-        1.0 / 40_320.0,
-        1.0 / 362_880.0,
-        1.0 / 3_628_800.0,
-        1.0 / 39_916_800.0,
-        1.0 / 479_001_600.0,
-        1.0 / 6_227_020_800.0,
-    ];
-    for value in values.iter_mut() {
-        let x = *value;
-        // Past these bounds the result is 0 or infinity anyway (e^-746 < 2^-1075, e^710 >
-        // f64::MAX), and within them `k` stays between -1077 and 1025.
-        let clamped = x.clamp(-746.0, 710.0);
-        let rounded = clamped * LOG2_E + ROUND;
-        let k = rounded - ROUND;
-        let k_bits = rounded.to_bits().wrapping_sub(ROUND.to_bits()) as i64;
-        let r = (clamped - k * LN2_HI) - k * LN2_LO;
-        // The terms from r^4 on, r^4 · (C[0] + C[1] r + ... + C[9] r^9), in pairs combined by
-        // powers of r rather than in one chain (the operations overlap; these terms are below
-        // 1/1000 of the result, so their rounding does not reach its last place); then the
-        // first terms, in a chain from the smallest, which decides the last place.
-        let r2 = r * r;
-        let r4 = r2 * r2;
-        let pairs = [C[0] + C[1] * r, C[2] + C[3] * r, C[4] + C[5] * r, C[6] + C[7] * r, C[8] + C[9] * r];
-        let tail = ((pairs[0] + pairs[1] * r2) + (pairs[2] + pairs[3] * r2) * r4) + pairs[4] * (r4 * r4);
-        let p = (((tail * r + 1.0 / 6.0) * r + 0.5) * r + 1.0) * r + 1.0;
-        let half = k_bits >> 1;
-        let scale = |power: i64| f64::from_bits(((power + 1023) as u64) << 52);
-        let result = p * scale(half) * scale(k_bits - half);
-        // One NaN for every NaN, whatever its payload: a select, not a conditional store.
-        *value = if x.is_nan() { f64::NAN } else { result };
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -226,35 +155,6 @@ mod tests {
             assert!((f64::from(values[0]) - expected).abs() < 1e-5, "{values:?} vs {expected}");
             assert!((transform.forward(expected) - f64::from(z)).abs() < 1e-9);
         }
-    }
-
-    #[test]
-    fn exp_is_within_about_one_unit_in_the_last_place() {
-        let mut xs: Vec<f64> = (-7460..=7100).map(|i| f64::from(i) * 0.1 + 0.0123).collect();
-        xs.extend([-1e-300, 1e-300, -0.5, 0.5, -0.346_573_590_279_972_6, 0.346_573_590_279_972_6, -708.4, -709.1]);
-        let mut values = xs.clone();
-        exp_in_place(&mut values);
-        // The vector code for this processor and the portable loop agree to the bit.
-        let mut portable = xs.clone();
-        exp_portable(&mut portable);
-        assert!(values.iter().zip(&portable).all(|(a, b)| a.to_bits() == b.to_bits()));
-        for (&x, &e) in xs.iter().zip(&values) {
-            let expected = x.exp();
-            if expected.is_infinite() {
-                assert_eq!(e, expected, "exp({x})");
-                continue;
-            }
-            // Relative to the result, or in absolute terms for results too small for 53 bits.
-            let error = (e - expected).abs() / expected.max(f64::MIN_POSITIVE);
-            assert!(error <= f64::EPSILON, "exp({x}) = {e:e}, not {expected:e}: {error:e}");
-        }
-        let special = [0.0, -0.0, -746.5, -1e9, f64::NEG_INFINITY, 710.5, 1e9, f64::INFINITY, f64::NAN];
-        let mut values = special;
-        exp_in_place(&mut values);
-        assert_eq!(&values[..2], &[1.0, 1.0]);
-        assert_eq!(&values[2..5], &[0.0; 3]);
-        assert_eq!(&values[5..8], &[f64::INFINITY; 3]);
-        assert!(values[8].is_nan());
     }
 
     #[test]

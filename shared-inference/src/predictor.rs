@@ -4,38 +4,39 @@
 
 use std::path::Path;
 
-use burn_core::tensor::{Tensor, TensorData};
 use burn_ndarray::{NdArray, NdArrayDevice};
 
 use crate::Manifest;
 use crate::artifact::Artifact;
 use crate::error::{ArtifactError, InputError};
 use crate::input::{Cell, ColumnBatch};
-use crate::model::{FoldedMlp, Mlp};
+use crate::kernel::Network;
 use crate::postprocess::{self, Predictions};
 use crate::schema::{Schema, Task};
 
-/// The backend every prediction runs on: burn-ndarray, single-threaded, f32.
+/// The backend the weights are loaded with: burn-ndarray, single-threaded, f32. Predictions run
+/// on the inference kernel ([`Network`]), not on the backend.
 pub type CpuBackend = NdArray<f32>;
 
 /// A loaded model, ready to predict. Cheap to share between threads behind an `Arc`.
 #[derive(Debug)]
 pub struct Predictor {
     manifest: Manifest,
-    model: Mlp<CpuBackend>,
-    /// The same network with biases folded into its matrix products, run straight through the
-    /// matrix kernel, where that applies; then features carry a trailing 1 per row (see
-    /// [`FoldedMlp`]).
-    folded: Option<FoldedMlp>,
-    device: NdArrayDevice,
+    network: Network,
 }
 
 impl Predictor {
     pub fn new(artifact: &Artifact) -> Result<Self, ArtifactError> {
-        let device = NdArrayDevice::Cpu;
-        let model = artifact.model::<CpuBackend>(&device)?;
-        let folded = FoldedMlp::fold(&model);
-        Ok(Self { manifest: artifact.manifest.clone(), model, folded, device })
+        let model = artifact.model::<CpuBackend>(&NdArrayDevice::Cpu)?;
+        let network = model.to_network()?;
+        if network.n_inputs() != artifact.manifest.network.n_features {
+            return Err(ArtifactError::Weights(format!(
+                "the network reads {} features but the preprocessing makes {}",
+                network.n_inputs(),
+                artifact.manifest.network.n_features
+            )));
+        }
+        Ok(Self { manifest: artifact.manifest.clone(), network })
     }
 
     /// Reads, checks and loads the artifact in a version directory.
@@ -80,17 +81,18 @@ impl Predictor {
         let mut features = Vec::new();
         let width = self.feature_width();
         let errors = self.manifest.preprocessing.transform_columns_into(batch, &mut features, width);
-        if self.folded.is_some() {
-            features[(width - 1) * batch.n_rows()..].fill(1.0);
-        }
         (features, errors)
     }
 
     /// Values per row in the features [`Self::preprocess_partial`] makes and
-    /// [`Self::forward`] takes: the preprocessing's features, plus a trailing 1 when the
-    /// network's biases are folded into its matrix products.
+    /// [`Self::forward`] takes.
     pub fn feature_width(&self) -> usize {
-        self.manifest.network.n_features + usize::from(self.folded.is_some())
+        self.network.n_inputs()
+    }
+
+    /// The inference kernel's network.
+    pub fn network(&self) -> &Network {
+        &self.network
     }
 
     /// Predicts records given as `(column, value)` pairs; see [`ColumnBatch::from_records`].
@@ -103,7 +105,7 @@ impl Predictor {
 
     /// Features from [`Self::preprocess_partial`] -> postprocessed predictions.
     pub fn predict_features(&self, features: Vec<f32>, n_rows: usize) -> Predictions {
-        let outputs = self.forward(features, n_rows);
+        let outputs = self.forward(&features, n_rows);
         match self.manifest.schema.task {
             Task::Regression => postprocess::regression(&outputs, &self.manifest.target_transform),
             Task::BinaryClassification | Task::MulticlassClassification => {
@@ -114,26 +116,8 @@ impl Predictor {
 
     /// The network alone: features `[feature_width(), n_rows]`, column-major, from
     /// [`Self::preprocess_partial`] -> outputs `[n_rows, n_outputs]`, row-major.
-    pub fn forward(&self, features: Vec<f32>, n_rows: usize) -> Vec<f32> {
-        if n_rows == 0 {
-            return Vec::new();
-        }
-        if let Some(folded) = &self.folded {
-            return folded.forward(&features, n_rows);
-        }
-        let width = self.feature_width();
-        debug_assert_eq!(features.len(), n_rows * width);
-        // The module takes rows: `[n_rows, width]`, row-major.
-        let mut rows = vec![0.0f32; n_rows * width];
-        for (feature, values) in features.chunks_exact(n_rows).enumerate() {
-            for (row, &value) in values.iter().enumerate() {
-                rows[row * width + feature] = value;
-            }
-        }
-        let input = Tensor::<CpuBackend, 2>::from_data(TensorData::new(rows, [n_rows, width]), &self.device);
-        // The backend is f32 end to end, so this conversion cannot fail; an empty result would
-        // surface as a row-count mismatch in the caller's tests rather than a panic here.
-        self.model.forward(input).into_data().into_vec::<f32>().unwrap_or_default()
+    pub fn forward(&self, features: &[f32], n_rows: usize) -> Vec<f32> {
+        self.network.forward(features, n_rows)
     }
 }
 

@@ -6,7 +6,8 @@
 use serde::{Deserialize, Serialize};
 
 use crate::error::InputError;
-use crate::input::{ColumnBatch, ColumnValues};
+use crate::input::{ColumnBatch, ColumnValues, is_missing_text};
+use crate::kernel::{standardize, standardize_column};
 use crate::schema::same_text;
 
 /// What to do with a category that was never seen in training.
@@ -109,7 +110,7 @@ impl Preprocessor {
                     // Column-major, the feature's values are contiguous: plain loops over a
                     // slice, without branches, which the compiler turns into vector code.
                     let all_finite = if row_step == 1 {
-                        standardize_contiguous(xs, &mut column[..xs.len()], *median, *mean, *std)
+                        standardize_column(xs, &mut column[..xs.len()], *median, *mean, *std)
                     } else {
                         column.iter_mut().step_by(row_step).zip(xs).fold(true, |ok, (slot, &x)| {
                             *slot = scaled(x).1;
@@ -133,7 +134,12 @@ impl Preprocessor {
                 ) => {
                     let index = CategoryIndex::new(categories);
                     for (row, x) in xs.iter().enumerate() {
-                        let value = x.unwrap_or(most_frequent.as_str());
+                        // One rule for a missing category on every path: no value, or the text
+                        // of a missing value ("" or "NA"), which binary BYTES tensors can carry.
+                        let value = match x {
+                            Some(text) if !is_missing_text(text) => text,
+                            _ => most_frequent.as_str(),
+                        };
                         match index.position(categories, value) {
                             Some(hot) => out[row * row_step + (offset + hot) * feature_step] = 1.0,
                             None if *unknown == UnknownCategoryPolicy::ZeroVector => {}
@@ -172,43 +178,6 @@ impl Preprocessor {
             None => Ok(out),
         }
     }
-}
-
-/// One numeric value, imputed and standardized: `(x, (x - mean) / std)` as f32, a missing (NaN)
-/// `x` taken as `median`.
-#[inline(always)]
-fn standardize(x: f64, median: f64, mean: f64, std: f64) -> (f64, f32) {
-    let x = if x.is_nan() { median } else { x };
-    (x, ((x - mean) / std) as f32)
-}
-
-/// [`standardize`] for every value of a column into contiguous output, as a loop without
-/// branches over slices that cannot overlap, which the compiler turns into vector code.
-/// Whether every result is finite.
-fn standardize_contiguous(xs: &[f64], out: &mut [f32], median: f64, mean: f64, std: f64) -> bool {
-    #[cfg(target_arch = "x86_64")]
-    if std::arch::is_x86_feature_detected!("avx") {
-        #[allow(unsafe_code)]
-        // SAFETY: the processor has AVX.
-        return unsafe { standardize_contiguous_avx(xs, out, median, mean, std) };
-    }
-    standardize_contiguous_portable(xs, out, median, mean, std)
-}
-
-/// [`standardize_contiguous_portable`] as 4-wide vector code (the same IEEE operations, so the
-/// same bits).
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx")]
-fn standardize_contiguous_avx(xs: &[f64], out: &mut [f32], median: f64, mean: f64, std: f64) -> bool {
-    standardize_contiguous_portable(xs, out, median, mean, std)
-}
-
-#[inline(always)]
-fn standardize_contiguous_portable(xs: &[f64], out: &mut [f32], median: f64, mean: f64, std: f64) -> bool {
-    for (slot, &x) in out.iter_mut().zip(xs) {
-        *slot = standardize(x, median, mean, std).1;
-    }
-    out.iter().fold(0u32, |bad, z| bad | u32::from(!z.is_finite())) == 0
 }
 
 /// Where a transform writes: feature `f` of row `r` at `r * row_step + f * feature_step`, with
@@ -359,7 +328,8 @@ mod tests {
             })
             .collect();
         assert_eq!(refused, vec![(1, f64::INFINITY), (2, 1e300), (3, f64::NEG_INFINITY), (5, 1e39)]);
-        assert!(errors[0].to_string().starts_with("column 'mass', row 1: the number inf is out of range"));
+        assert!(errors[0].to_string().starts_with("column 'mass': the number inf is out of range"), "{}", errors[0]);
+        assert_eq!(errors[0].row(), Some(1));
         // Refused rows hold zeros; the rows around them are transformed as usual.
         assert_eq!(&out[..4], &[2.0, 1.0, 0.0, 0.0]);
         assert_eq!(&out[4..8], &[0.0; 4]);
@@ -399,20 +369,6 @@ mod tests {
             assert_eq!(columns[4 * 5 + row], 0.0);
         }
         assert_eq!(&rows[4..8], &[-0.5, 0.0, 1.0, 0.0]);
-    }
-
-    #[test]
-    fn the_vector_standardization_gives_the_bits_of_the_scalar_one() {
-        let (median, mean, std) = (4.25, 3.1, 0.7);
-        let mut xs: Vec<f64> = (0..1001).map(|i| (f64::from(i) - 500.0) * 0.0137 + 1e-9 * f64::from(i % 7)).collect();
-        xs.extend([f64::NAN, -0.0, 1e300, -1e300, f64::INFINITY, 5e-324]);
-        let mut out = vec![0.0f32; xs.len()];
-        let all_finite = standardize_contiguous(&xs, &mut out, median, mean, std);
-        assert!(!all_finite, "1e300 and infinity do not fit");
-        for (&x, z) in xs.iter().zip(&out) {
-            assert_eq!(z.to_bits(), standardize(x, median, mean, std).1.to_bits(), "{x}");
-        }
-        assert!(standardize_contiguous(&xs[..1002], &mut out[..1002], median, mean, std));
     }
 
     #[test]

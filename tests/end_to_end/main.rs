@@ -3,8 +3,10 @@
 //! shutdown, and batch scoring of files with bad rows.
 
 mod batch_scoring;
+mod missing_values;
 mod onnx;
 mod parity;
 mod server;
 mod support;
+mod unsafe_code;
 mod wall;

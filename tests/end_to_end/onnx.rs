@@ -36,7 +36,7 @@ fn serving_predict(model_dir: &Path, rows: &Path, out: &Path) {
 }
 
 /// Scores `rows` with serving and with onnxruntime and returns the comparison's report.
-fn compare(model_dir: &Path, rows: &Path, unseen: Option<(&str, &str, &str)>) -> Value {
+pub(crate) fn compare(model_dir: &Path, rows: &Path, unseen: Option<(&str, &str, &str)>) -> Value {
     let scored = rows.with_extension("scored.csv");
     serving_predict(model_dir, rows, &scored);
     let mut command = Command::new(python());

@@ -47,7 +47,8 @@ def feeds_for(session, rows):
             values = [math.nan if cell in MISSING else float(cell) for cell in cells]
             feeds[info.name] = np.array(values, dtype=np.float32).reshape(-1, 1)
         elif info.type == "tensor(string)":
-            values = ["" if cell in MISSING else cell for cell in cells]
+            # Text goes in as written: the graph itself reads "" and "NA" as missing.
+            values = cells
             feeds[info.name] = np.array(values, dtype=object).reshape(-1, 1)
         else:
             fail(f"input '{info.name}' has unexpected type {info.type}")

@@ -98,7 +98,7 @@ impl Table {
                         .map(|(row, v)| {
                             let cell = v.as_deref().map_or(Cell::Missing, Cell::Text);
                             parse_number(&spec.name, row, cell)
-                                .map_err(|e| anyhow::anyhow!("data row {}: {}", row + 1, e.detail()))
+                                .map_err(|e| anyhow::anyhow!("data row {}: {e}", row + 1))
                         })
                         .collect::<anyhow::Result<Vec<f64>>>()?;
                     Column::Numeric { values: parsed, integral: false }

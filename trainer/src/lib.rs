@@ -2,6 +2,8 @@
 //! splits it, fits preprocessing, trains with burn autodiff (CPU or CUDA), evaluates through the
 //! shared `Predictor`, and writes versioned artifacts. Serving never links this crate.
 
+#![forbid(unsafe_code)]
+
 pub mod cli;
 pub mod config;
 pub mod data;

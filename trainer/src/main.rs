@@ -1,5 +1,7 @@
 //! `trainer` entry point: parses the command line and reports errors without a panic trace.
 
+#![forbid(unsafe_code)]
+
 use clap::Parser;
 
 fn main() -> std::process::ExitCode {

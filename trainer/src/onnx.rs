@@ -31,6 +31,7 @@ use onnx_protobuf::{
     TensorProto, TensorShapeProto, TypeProto, ValueInfoProto,
 };
 use shared_inference::artifact::ONNX_FILE;
+use shared_inference::input::is_missing_text;
 use shared_inference::{
     ActivationKind, Artifact, CpuBackend, FittedColumn, Manifest, TargetTransform, Task, UnknownCategoryPolicy,
 };
@@ -40,10 +41,8 @@ pub const OPSET: i64 = 17;
 pub const ML_OPSET: i64 = 3;
 const ML: &str = "ai.onnx.ml";
 
-/// Output names of the graph.
-pub const PREDICTION: &str = "prediction";
-pub const PROBABILITIES: &str = "probabilities";
-pub const LABEL: &str = "label";
+/// Output names of the graph: the ones every front end uses.
+pub use shared_inference::output::{LABEL, PREDICTION, PROBABILITIES};
 
 /// How finely a float32 input must resolve a numeric column, in units of the column's training
 /// standard deviation, around its training values (mean ± 4 std, and the median).
@@ -55,7 +54,8 @@ pub fn export(artifact: &Artifact) -> anyhow::Result<Vec<u8>> {
     let manifest = &artifact.manifest;
     check_representable(manifest)?;
     let model = artifact.model::<CpuBackend>(&Default::default())?;
-    let layers: Vec<Dense> = model.hidden.iter().chain(std::iter::once(&model.output)).map(dense).collect();
+    let layers: Vec<Dense> =
+        model.hidden.iter().chain(std::iter::once(&model.output)).map(dense).collect::<anyhow::Result<_>>()?;
 
     let mut g = GraphBuilder::default();
     let mut inputs = Vec::new();
@@ -82,10 +82,11 @@ pub fn export(artifact: &Artifact) -> anyhow::Result<Vec<u8>> {
                 let k = categories.len() as i64;
                 let most_frequent_index =
                     categories.iter().position(|c| c == most_frequent).context("checked: most frequent is known")?;
+                // The spellings of a missing category (`is_missing_text`) map to the most frequent.
                 let mut keys: Vec<Vec<u8>> = categories.iter().map(|c| c.as_bytes().to_vec()).collect();
-                keys.push(Vec::new());
+                keys.extend([Vec::new(), b"NA".to_vec()]);
                 let mut values: Vec<i64> = (0..k).collect();
-                values.push(most_frequent_index as i64);
+                values.extend([most_frequent_index as i64; 2]);
                 let index = g.node(
                     "LabelEncoder",
                     ML,
@@ -239,9 +240,9 @@ pub fn check_representable(manifest: &Manifest) -> anyhow::Result<()> {
                 if categories.is_empty() {
                     bail!("categorical column '{name}' has no categories");
                 }
-                if categories.iter().any(String::is_empty) {
+                if let Some(category) = categories.iter().find(|c| is_missing_text(c)) {
                     bail!(
-                        "categorical column '{name}' has an empty category, but the graph reads the empty string \
+                        "categorical column '{name}' has the category {category:?}, but every path reads that text \
                          as a missing value"
                     );
                 }
@@ -278,16 +279,18 @@ struct Dense {
     bias: Option<Vec<f32>>,
 }
 
-fn dense<B: Backend>(layer: &burn::nn::Linear<B>) -> Dense {
+fn dense<B: Backend>(layer: &burn::nn::Linear<B>) -> anyhow::Result<Dense> {
     let weight = layer.weight.val();
     let [d_in, d_out] = weight.dims();
-    let to_vec = |data: burn::tensor::TensorData| data.into_vec::<f32>().unwrap_or_default();
-    Dense {
+    let to_vec = |data: burn::tensor::TensorData, what: &str| {
+        data.into_vec::<f32>().map_err(|e| anyhow::anyhow!("the layer's {what} cannot be read as f32: {e:?}"))
+    };
+    Ok(Dense {
         d_in,
         d_out,
-        weight: to_vec(weight.into_data()),
-        bias: layer.bias.as_ref().map(|b| to_vec(b.val().into_data())),
-    }
+        weight: to_vec(weight.into_data(), "weights")?,
+        bias: layer.bias.as_ref().map(|b| to_vec(b.val().into_data(), "bias")).transpose()?,
+    })
 }
 
 fn activation(g: &mut GraphBuilder, kind: ActivationKind, x: &str) -> String {

@@ -284,7 +284,7 @@ fn evaluate_table(predictor: &Predictor, table: &Table) -> anyhow::Result<Evalua
         table.column(&schema.target).with_context(|| format!("the data has no target column '{}'", schema.target))?;
     let batch = table.feature_batch(schema)?;
     let predictions = predictor.predict(&batch).map_err(|e| match e.row() {
-        Some(row) => anyhow::anyhow!("data row {}: {}", row + 1, e.detail()),
+        Some(row) => anyhow::anyhow!("data row {}: {e}", row + 1),
         None => anyhow::anyhow!("{e}"),
     })?;
     let metrics = match &predictions {

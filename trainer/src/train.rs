@@ -133,7 +133,11 @@ pub fn fit<B: AutodiffBackend>(
         let validation_loss = f64::from(
             loss(outputs.clone(), valid_data.classes.clone(), valid_data.values.clone()).into_scalar().elem::<f32>(),
         );
-        let outputs: Vec<f32> = outputs.into_data().convert::<f32>().into_vec().unwrap_or_default();
+        let outputs: Vec<f32> = outputs
+            .into_data()
+            .convert::<f32>()
+            .into_vec()
+            .map_err(|e| anyhow::anyhow!("reading the validation outputs as f32: {e:?}"))?;
         let validation_metric = validation_metric(&outputs, validation, network.n_outputs, target_transform);
         anyhow::ensure!(
             train_loss.is_finite() && validation_loss.is_finite(),
