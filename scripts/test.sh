@@ -1,13 +1,14 @@
 #!/usr/bin/env bash
 # The project's test command (README.md): prepares the Python environment the ONNX checks use,
-# builds the binaries the end-to-end tests drive (with the tests, so features match and nothing
-# is compiled twice), then runs every test of every crate in release
-# mode (training tests are too slow in debug).
+# builds what the main job builds (scripts/build.sh, so the main job afterwards builds nothing),
+# then the tests, and runs every test of every crate in release mode (training tests are too
+# slow in debug).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 ./scripts/python-env.sh tests/onnx/requirements.txt
 
+./scripts/build.sh
 cargo build --release --workspace --bins --tests
 if cargo nextest --version >/dev/null 2>&1; then
     cargo nextest run --workspace --release --no-fail-fast

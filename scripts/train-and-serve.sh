@@ -1,11 +1,13 @@
 #!/usr/bin/env bash
-# The main job (README.md): train the bundled recipes into ./artifacts, then serve them on
-# 127.0.0.1:8000 until interrupted. Extra arguments go to `serving serve` (for example --addr).
+# The main job (README.md): build (scripts/build.sh, shared with the test command), train the
+# bundled recipes into ./artifacts, then serve them with the shipped binary on 127.0.0.1:8000
+# until interrupted. Extra arguments go to `serving serve` (for example --addr).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+./scripts/build.sh
+target="${CARGO_TARGET_DIR:-$PWD/target}"
 for recipe in configs/penguins.toml configs/diamonds.toml; do
-    cargo run --release --quiet -p trainer -- train --config "$recipe" --out artifacts
+    "$target/release/trainer" train --config "$recipe" --out artifacts
 done
-# Built on its own, as it ships: no training crate can be unified into it.
-exec cargo run --release --quiet -p serving -- serve --model-repository artifacts "$@"
+exec "$target/serving-alone/release/serving" serve --model-repository artifacts "$@"

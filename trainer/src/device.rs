@@ -92,5 +92,5 @@ fn probe_cuda() -> Result<(), String> {
 
 #[cfg(not(feature = "cuda"))]
 fn probe_cuda() -> Result<(), String> {
-    Err("this trainer was built without the `cuda` feature".into())
+    Err("this trainer was built without the `cuda` feature (build it with `cargo build --release -p trainer --features cuda`)".into())
 }
