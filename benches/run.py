@@ -66,6 +66,11 @@ def target_dir() -> Path:
     return Path(os.environ.get("CARGO_TARGET_DIR", ROOT / "target"))
 
 
+def shipped_serving() -> Path:
+    """The serving binary as it ships (`cargo build -p serving --release` alone, by scripts/build.sh)."""
+    return target_dir() / "serving-alone" / "release" / "serving"
+
+
 def venv_python() -> Path:
     return ROOT / ".venv" / "bin" / "python"
 
@@ -130,8 +135,8 @@ def prepare(args) -> dict:
         apt_install("nginx")
     run([str(ROOT / "scripts" / "python-env.sh"), str(ROOT / "benches" / "baselines" / "requirements.txt")])
     if not args.skip_build:
-        run(["cargo", "build", "--release", "-p", "serving"], cwd=ROOT)
-        run(["cargo", "build", "--release", "-p", "trainer"], cwd=ROOT)
+        run([str(ROOT / "scripts" / "build.sh")], cwd=ROOT)
+        run(["cargo", "build", "--release", "-p", "serving", "--target-dir", str(target_dir() / "serving-alone")], cwd=ROOT)
     BENCH_DIR.mkdir(parents=True, exist_ok=True)
     repository = BENCH_DIR / "models"
     training = {}
@@ -165,7 +170,7 @@ class Server:
         self.kind = kind
         self.port = free_port()
         if kind == "serving":
-            cmd = [str(target_dir() / "release" / "serving"), "serve", "--model-repository", str(repository),
+            cmd = [str(shipped_serving()), "serve", "--model-repository", str(repository),
                    "--addr", f"127.0.0.1:{self.port}", "--max-concurrency", "256"]
             env = dict(os.environ, RUST_LOG="warn")
         else:
@@ -396,7 +401,7 @@ def bench_startup(ctx, args) -> dict:
                 idle.append(server.rss_mib())
         results[kind] = {"ready_ms": median(ready) * 1000, "idle_rss_mib": median(idle)}
     stripped = BENCH_DIR / "serving-stripped"
-    shutil.copy(target_dir() / "release" / "serving", stripped)
+    shutil.copy(shipped_serving(), stripped)
     subprocess.run(["strip", str(stripped)], check=True)
     results["serving"]["binary_mib"] = stripped.stat().st_size / 2**20
     site = subprocess.run([str(venv_python()), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
@@ -578,7 +583,7 @@ def bench_offline(ctx, args) -> dict:
     if not path.exists():
         run([sys.executable, str(ROOT / "benches" / "make_rows.py"), "--rows", str(rows), "--output", str(path)])
     out = BENCH_DIR / "scored.csv"
-    commands = {"serving": [str(target_dir() / "release" / "serving"), "predict", "--model", str(model)]}
+    commands = {"serving": [str(shipped_serving()), "predict", "--model", str(model)]}
     for kind, script in OFFLINE_PEERS.items():
         commands[kind] = [str(venv_python()), str(ROOT / "benches" / "baselines" / script), "--model", str(model)]
     # The Python scorers get both cores, as ours has: polars reads on its own thread pool,

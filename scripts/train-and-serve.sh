@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # The main job (README.md): build (scripts/build.sh, shared with the test command), train the
-# bundled recipes into ./artifacts, then serve them with the shipped binary on 127.0.0.1:8000
-# until interrupted. Extra arguments go to `serving serve` (for example --addr).
+# bundled recipes into ./artifacts, then serve them on 127.0.0.1:8000 until interrupted. Extra
+# arguments go to `serving serve` (for example --addr). It serves the workspace build of
+# `serving`, which predicts the same bits as the shipped one (tests/end_to_end/parity.rs) and
+# costs no second build; for production, build the shipped binary: cargo build --release -p serving.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -10,4 +12,4 @@ target="${CARGO_TARGET_DIR:-$PWD/target}"
 for recipe in configs/penguins.toml configs/diamonds.toml; do
     "$target/release/trainer" train --config "$recipe" --out artifacts
 done
-exec "$target/serving-alone/release/serving" serve --model-repository artifacts "$@"
+exec "$target/release/serving" serve --model-repository artifacts "$@"

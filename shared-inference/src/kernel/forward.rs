@@ -15,6 +15,9 @@ use crate::model::ActivationKind;
 const LANES: usize = 8;
 /// Rows computed side by side: two vectors per input value.
 const BLOCK: usize = 2 * LANES;
+/// A block with fewer rows than this is computed row by row, outputs across the lanes, instead
+/// of as a whole block padded with zero rows (one row of a padded block costs sixteen).
+const ROW_BY_ROW_BELOW: usize = 8;
 
 /// One fully connected layer as the trainer saved it: `y = x · weights + bias`.
 #[derive(Debug, Clone, PartialEq)]
@@ -53,12 +56,15 @@ pub struct Network {
 }
 
 /// One layer as the kernels read it: `weights [inputs + 1, outputs]`, row-major, the last row
-/// the bias.
+/// the bias; and the same with each row padded with zeros to `padded_outputs` (a whole number
+/// of vectors), for the row-by-row kernel.
 #[derive(Debug, Clone)]
 struct Packed {
     weights: Vec<f32>,
+    padded: Vec<f32>,
     inputs: usize,
     outputs: usize,
+    padded_outputs: usize,
 }
 
 impl Packed {
@@ -97,9 +103,14 @@ impl Network {
                 return Err(NetworkError::Chain { layer: index, inputs, previous });
             }
             weights.extend_from_slice(&bias);
-            packed.push(Packed { weights, inputs, outputs });
+            let padded_outputs = outputs.div_ceil(LANES) * LANES;
+            let mut padded = vec![0.0f32; (inputs + 1) * padded_outputs];
+            for (to, from) in padded.chunks_exact_mut(padded_outputs).zip(weights.chunks_exact(outputs)) {
+                to[..outputs].copy_from_slice(from);
+            }
+            packed.push(Packed { weights, padded, inputs, outputs, padded_outputs });
         }
-        let widest = packed.iter().map(|l| l.inputs.max(l.outputs)).max().unwrap_or(0);
+        let widest = packed.iter().map(|l| l.inputs.max(l.padded_outputs)).max().unwrap_or(0);
         Ok(Self { layers: packed, activation, widest, route: Route::detect() })
     }
 
@@ -139,11 +150,27 @@ impl Network {
         let (inputs, outputs) = (self.n_inputs(), self.n_outputs());
         assert_eq!(features.len(), n_rows * inputs, "{inputs} features of {n_rows} rows expected");
         let mut out = vec![0.0f32; n_rows * outputs];
-        let mut front = vec![0.0f32; self.widest * BLOCK];
-        let mut back = vec![0.0f32; self.widest * BLOCK];
+        // Fewer rows than a block's worth are all computed row by row, in one row's space.
+        let scratch = if n_rows < ROW_BY_ROW_BELOW { self.widest } else { self.widest * BLOCK };
+        let mut front = vec![0.0f32; scratch];
+        let mut back = vec![0.0f32; scratch];
         let last = self.layers.len() - 1;
         for first in (0..n_rows).step_by(BLOCK) {
             let rows = BLOCK.min(n_rows - first);
+            if rows < ROW_BY_ROW_BELOW {
+                for row in first..first + rows {
+                    for (p, values) in features.chunks_exact(n_rows).take(inputs).enumerate() {
+                        front[p] = values[row];
+                    }
+                    for (index, layer) in self.layers.iter().enumerate() {
+                        let activation = (index < last).then_some(self.activation);
+                        layer_row(route, layer, &front, &mut back, activation);
+                        std::mem::swap(&mut front, &mut back);
+                    }
+                    out[row * outputs..(row + 1) * outputs].copy_from_slice(&front[..outputs]);
+                }
+                continue;
+            }
             for (index, layer) in self.layers.iter().enumerate() {
                 let activation = (index < last).then_some(self.activation);
                 if index > 0 {
@@ -198,6 +225,37 @@ fn layer_block(
     }
 }
 
+/// One layer for one row: `x [inputs]` -> `y [padded_outputs]` (the first `outputs` meaningful),
+/// then the activation when there is one. Each output is the same chain as in [`layer_block`].
+fn layer_row(route: Route, layer: &Packed, x: &[f32], y: &mut [f32], activation: Option<ActivationKind>) {
+    assert!(x.len() >= layer.inputs && y.len() >= layer.padded_outputs);
+    let relu = activation == Some(ActivationKind::Relu);
+    match route {
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: as in `layer_block`; the bounds are asserted above.
+        Route::Avx2Fma => unsafe { avx2::layer_row(layer, x, y, relu) },
+        _ => portable_layer_row(layer, x, y, relu),
+    }
+    if let Some(activation) = activation.filter(|&a| a != ActivationKind::Relu) {
+        for value in &mut y[..layer.outputs] {
+            *value = activate(activation, *value);
+        }
+    }
+}
+
+/// [`layer_row`] one value at a time.
+fn portable_layer_row(layer: &Packed, x: &[f32], y: &mut [f32], relu_after: bool) {
+    let n = layer.outputs;
+    for (output, slot) in y[..n].iter_mut().enumerate() {
+        let mut sum = 0.0f32;
+        for (p, &value) in x[..layer.inputs].iter().enumerate() {
+            sum = value.mul_add(layer.weights[p * n + output], sum);
+        }
+        let value = sum + layer.bias(output);
+        *slot = if relu_after { relu(value) } else { value };
+    }
+}
+
 /// The activations other than ReLU, computed in f64 with `libm` (plain Rust, the same bits on
 /// every machine) and rounded once to f32.
 fn activate(activation: ActivationKind, value: f32) -> f32 {
@@ -247,10 +305,70 @@ mod avx2 {
 
     use std::arch::x86_64::{
         _CMP_LT_OQ, _mm256_add_ps, _mm256_andnot_ps, _mm256_broadcast_ss, _mm256_cmp_ps, _mm256_fmadd_ps,
-        _mm256_loadu_ps, _mm256_setzero_ps, _mm256_storeu_ps,
+        _mm256_loadu_ps, _mm256_set1_ps, _mm256_setzero_ps, _mm256_storeu_ps,
     };
 
     use super::{BLOCK, LANES, Packed, reach};
+
+    /// The most vectors of outputs one pass over a row's inputs accumulates: 8 independent sums
+    /// cover the multiply-add latency on both units.
+    const ROW_GROUP: usize = 8;
+
+    /// One row: outputs across the lanes, each vector of 8 outputs accumulating
+    /// `fma(x_p, w_p, sum)` over the inputs in order from +0, then `+ bias`, then ReLU if asked.
+    #[target_feature(enable = "avx2,fma")]
+    pub(super) fn layer_row(layer: &Packed, x: &[f32], y: &mut [f32], relu: bool) {
+        let vectors = layer.padded_outputs / LANES;
+        let mut first = 0;
+        while first < vectors {
+            let len = (vectors - first).min(ROW_GROUP);
+            match len {
+                1 => row_group::<1>(layer, first, x, y, relu),
+                2 => row_group::<2>(layer, first, x, y, relu),
+                3 => row_group::<3>(layer, first, x, y, relu),
+                4 => row_group::<4>(layer, first, x, y, relu),
+                5 => row_group::<5>(layer, first, x, y, relu),
+                6 => row_group::<6>(layer, first, x, y, relu),
+                7 => row_group::<7>(layer, first, x, y, relu),
+                _ => row_group::<ROW_GROUP>(layer, first, x, y, relu),
+            }
+            first += len;
+        }
+    }
+
+    /// Output vectors `first..first + G` of one layer for one row.
+    #[inline]
+    #[target_feature(enable = "avx2,fma")]
+    fn row_group<const G: usize>(layer: &Packed, first: usize, x: &[f32], y: &mut [f32], relu: bool) {
+        let n = layer.padded_outputs;
+        // Every access below is inside these bounds: x[p] for p < inputs, padded weight rows
+        // p <= inputs at columns (first + G) * 8 <= n, and y[..n].
+        assert!((first + G) * LANES <= n && layer.padded.len() == (layer.inputs + 1) * n);
+        assert!(x.len() >= layer.inputs && y.len() >= n);
+        let w = layer.padded.as_ptr();
+        let mut sums = [_mm256_setzero_ps(); G];
+        for (p, value) in x[..layer.inputs].iter().enumerate() {
+            let value = _mm256_set1_ps(*value);
+            for (g, sum) in sums.iter_mut().enumerate() {
+                // SAFETY: p < inputs and (first + g + 1) * 8 <= n (asserted above).
+                let weights = unsafe { _mm256_loadu_ps(w.add(p * n + (first + g) * LANES)) };
+                *sum = _mm256_fmadd_ps(value, weights, *sum);
+            }
+        }
+        let zero = _mm256_setzero_ps();
+        for (g, &sum) in sums.iter().enumerate() {
+            let at = (first + g) * LANES;
+            // SAFETY: the bias row is row `inputs` of the padded weights, in bounds (asserted
+            // above), and at + 8 <= n <= y.len().
+            unsafe {
+                let mut value = _mm256_add_ps(sum, _mm256_loadu_ps(w.add(layer.inputs * n + at)));
+                if relu {
+                    value = _mm256_andnot_ps(_mm256_cmp_ps::<_CMP_LT_OQ>(value, zero), value);
+                }
+                _mm256_storeu_ps(y.as_mut_ptr().add(at), value);
+            }
+        }
+    }
 
     /// The most outputs one pass over a layer's inputs accumulates: 2 × 6 accumulators, two input
     /// vectors and a broadcast weight fill 15 of the 16 vector registers, and 12 independent sums
@@ -405,7 +523,8 @@ mod tests {
     fn both_routes_give_the_reference_bits_for_random_networks() {
         let mut rng = Rng(0x5DEE_CE66_D1CE_4E5B);
         let activations = [ActivationKind::Relu, ActivationKind::Gelu, ActivationKind::Tanh, ActivationKind::Silu];
-        let row_counts = [0, 1, 2, 15, 16, 17, 31, 33, 64, 4097];
+        // Row by row below 8, whole blocks of 16, and blocks of every length in between.
+        let row_counts = [0, 1, 2, 7, 8, 15, 16, 17, 23, 24, 31, 33, 64, 4097];
         for case in 0..48 {
             let n_inputs = 1 + rng.below(40);
             let hidden: Vec<usize> = (0..rng.below(4)).map(|_| 1 + rng.below(70)).collect();
