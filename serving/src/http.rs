@@ -10,9 +10,8 @@ use std::time::{Duration, Instant};
 
 use axum::Router;
 use axum::body::Bytes;
-use axum::extract::rejection::BytesRejection;
-use axum::extract::{DefaultBodyLimit, Path, State};
-use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::extract::{DefaultBodyLimit, FromRequest, Path, Request, State};
+use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use serde_json::json;
@@ -239,22 +238,19 @@ async fn metrics(State(state): State<Arc<AppState>>) -> Response {
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], state.metrics.render()).into_response()
 }
 
-async fn infer(
-    State(state): State<Arc<AppState>>,
-    Path(model): Path<String>,
-    headers: HeaderMap,
-    body: Result<Bytes, BytesRejection>,
-) -> Response {
-    run_inference(state, Protocol::V2, model, None, headers, body).await
+// Inference handlers take the whole request rather than a `HeaderMap`, which axum would clone:
+// the few headers they read are read in place, then the body is taken with the body limit.
+
+async fn infer(State(state): State<Arc<AppState>>, Path(model): Path<String>, request: Request) -> Response {
+    run_inference(state, Protocol::V2, model, None, request).await
 }
 
 async fn infer_version(
     State(state): State<Arc<AppState>>,
     Path((model, version)): Path<(String, String)>,
-    headers: HeaderMap,
-    body: Result<Bytes, BytesRejection>,
+    request: Request,
 ) -> Response {
-    run_inference(state, Protocol::V2, model, Some(version), headers, body).await
+    run_inference(state, Protocol::V2, model, Some(version), request).await
 }
 
 async fn v1_model(State(state): State<Arc<AppState>>, Path(target): Path<String>) -> Response {
@@ -264,14 +260,12 @@ async fn v1_model(State(state): State<Arc<AppState>>, Path(target): Path<String>
     }
 }
 
-async fn v1_predict(
-    State(state): State<Arc<AppState>>,
-    Path(target): Path<String>,
-    headers: HeaderMap,
-    body: Result<Bytes, BytesRejection>,
-) -> Response {
-    match target.strip_suffix(":predict") {
-        Some(model) => run_inference(state, Protocol::V1, model.to_string(), None, headers, body).await,
+async fn v1_predict(State(state): State<Arc<AppState>>, Path(mut target): Path<String>, request: Request) -> Response {
+    match target.strip_suffix(":predict").map(str::len) {
+        Some(len) => {
+            target.truncate(len);
+            run_inference(state, Protocol::V1, target, None, request).await
+        }
         None => ServeError::UnknownEndpoint(format!(
             "POST /v1/models/{target} (the KServe v1 path is /v1/models/<name>:predict)"
         ))
@@ -305,21 +299,21 @@ async fn run_inference(
     protocol: Protocol,
     model_name: String,
     version: Option<String>,
-    headers: HeaderMap,
-    body: Result<Bytes, BytesRejection>,
+    request: Request,
 ) -> Response {
     let started = Instant::now();
     let _in_flight = state.metrics.start();
-    let request_id = headers
-        .get("x-request-id")
-        .and_then(|v| v.to_str().ok())
-        .map(str::to_string)
-        .unwrap_or_else(|| state.next_request_id.fetch_add(1, Ordering::Relaxed).to_string());
+    let headers = request.headers();
+    let request_id = match headers.get("x-request-id") {
+        Some(given) => given.clone(),
+        None => HeaderValue::from(state.next_request_id.fetch_add(1, Ordering::Relaxed)),
+    };
+    let header_length = headers.get(oip::INFERENCE_HEADER).and_then(|v| v.to_str().ok()).map(str::to_string);
     let model = state.registry.get(&model_name, version.as_deref()).cloned();
-    let metrics_name = model.as_ref().map_or("_unknown", |m| m.name.as_str()).to_string();
+    let served = model.as_ref().ok().cloned();
     let outcome = async {
         let model = model?;
-        let body = body.map_err(|rejection| match rejection.status() {
+        let body = Bytes::from_request(request, &()).await.map_err(|rejection| match rejection.status() {
             StatusCode::PAYLOAD_TOO_LARGE => ServeError::PayloadTooLarge { limit_bytes: state.limits.max_body_bytes },
             _ => ServeError::Body(rejection.to_string()),
         })?;
@@ -328,7 +322,6 @@ async fn run_inference(
             .clone()
             .try_acquire_owned()
             .map_err(|_| ServeError::Saturated { limit: state.limits.max_concurrency })?;
-        let header_length = headers.get(oip::INFERENCE_HEADER).and_then(|v| v.to_str().ok()).map(str::to_string);
         let inline = body.len() <= state.limits.inline_max_bytes;
         let work = move || {
             let _permit = permit;
@@ -350,6 +343,7 @@ async fn run_inference(
     }
     .await;
     let elapsed = started.elapsed();
+    let id = request_id.to_str().unwrap_or("<not text>");
     let (mut response, label, rows) = match outcome {
         Ok(answer) => (answer.response, "ok", answer.rows),
         Err(error) => {
@@ -357,28 +351,27 @@ async fn run_inference(
             let status = error.status().as_u16();
             match &error {
                 ServeError::Internal { detail } => {
-                    tracing::error!(request_id, model = model_name, status, detail, "request failed")
+                    tracing::error!(request_id = id, model = model_name, status, detail, "request failed")
                 }
                 _ if error.status().is_server_error() => {
-                    tracing::warn!(request_id, model = model_name, status, error = %error, "request failed")
+                    tracing::warn!(request_id = id, model = model_name, status, error = %error, "request failed")
                 }
-                _ => tracing::info!(request_id, model = model_name, status, error = %error, "request rejected"),
+                _ => tracing::info!(request_id = id, model = model_name, status, error = %error, "request rejected"),
             }
             (error.into_response(), label, 0)
         }
     };
     tracing::debug!(
-        request_id,
+        request_id = id,
         model = model_name,
         protocol = protocol.label(),
         rows,
         micros = elapsed.as_micros() as u64,
         "inference"
     );
-    state.metrics.record(&metrics_name, protocol.label(), label, elapsed, rows);
-    if let Ok(value) = HeaderValue::from_str(&request_id) {
-        response.headers_mut().insert("x-request-id", value);
-    }
+    let metrics_name = served.as_ref().map_or("_unknown", |m| m.name.as_str());
+    state.metrics.record(metrics_name, protocol.label(), label, elapsed, rows);
+    response.headers_mut().insert("x-request-id", request_id);
     response
 }
 

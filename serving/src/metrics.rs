@@ -19,11 +19,17 @@ struct Histogram {
     count: u64,
 }
 
+/// One model's counters. Keyed by model name, so a request finds them without allocating.
+#[derive(Debug, Default)]
+struct ModelCounters {
+    requests: BTreeMap<(&'static str, &'static str), u64>,
+    latency: Histogram,
+    rows: u64,
+}
+
 #[derive(Debug, Default)]
 struct Counters {
-    requests: BTreeMap<(String, &'static str, &'static str), u64>,
-    latency: BTreeMap<String, Histogram>,
-    rows: BTreeMap<String, u64>,
+    models: BTreeMap<String, ModelCounters>,
 }
 
 #[derive(Debug, Default)]
@@ -53,8 +59,15 @@ impl Metrics {
         let Ok(mut c) = self.counters.lock() else {
             return;
         };
-        *c.requests.entry((model.to_string(), protocol, outcome)).or_default() += 1;
-        let h = c.latency.entry(model.to_string()).or_default();
+        if !c.models.contains_key(model) {
+            c.models.insert(model.to_string(), ModelCounters::default());
+        }
+        let Some(m) = c.models.get_mut(model) else {
+            return;
+        };
+        *m.requests.entry((protocol, outcome)).or_default() += 1;
+        m.rows += rows as u64;
+        let h = &mut m.latency;
         let seconds = elapsed.as_secs_f64();
         for (bound, count) in BUCKETS_SECONDS.iter().zip(h.counts.iter_mut()) {
             if seconds <= *bound {
@@ -63,9 +76,6 @@ impl Metrics {
         }
         h.sum_seconds += seconds;
         h.count += 1;
-        if rows > 0 {
-            *c.rows.entry(model.to_string()).or_default() += rows as u64;
-        }
     }
 
     pub fn render(&self) -> String {
@@ -75,15 +85,17 @@ impl Metrics {
         };
         out.push_str("# HELP serving_requests_total Inference requests by model, protocol and outcome.\n");
         out.push_str("# TYPE serving_requests_total counter\n");
-        for ((model, protocol, outcome), n) in &c.requests {
-            let _ = writeln!(
-                out,
-                "serving_requests_total{{model=\"{model}\",protocol=\"{protocol}\",outcome=\"{outcome}\"}} {n}"
-            );
+        for (model, m) in &c.models {
+            for ((protocol, outcome), n) in &m.requests {
+                let _ = writeln!(
+                    out,
+                    "serving_requests_total{{model=\"{model}\",protocol=\"{protocol}\",outcome=\"{outcome}\"}} {n}"
+                );
+            }
         }
         out.push_str("# HELP serving_request_duration_seconds Inference request latency, body read to response.\n");
         out.push_str("# TYPE serving_request_duration_seconds histogram\n");
-        for (model, h) in &c.latency {
+        for (model, h) in c.models.iter().map(|(model, m)| (model, &m.latency)) {
             for (bound, count) in BUCKETS_SECONDS.iter().zip(h.counts) {
                 let _ = writeln!(
                     out,
@@ -97,8 +109,8 @@ impl Metrics {
         }
         out.push_str("# HELP serving_rows_predicted_total Rows predicted by model.\n");
         out.push_str("# TYPE serving_rows_predicted_total counter\n");
-        for (model, n) in &c.rows {
-            let _ = writeln!(out, "serving_rows_predicted_total{{model=\"{model}\"}} {n}");
+        for (model, m) in c.models.iter().filter(|(_, m)| m.rows > 0) {
+            let _ = writeln!(out, "serving_rows_predicted_total{{model=\"{model}\"}} {}", m.rows);
         }
         out.push_str("# HELP serving_in_flight_requests Inference requests being processed.\n");
         out.push_str("# TYPE serving_in_flight_requests gauge\n");

@@ -112,3 +112,44 @@ fn a_missing_feature_column_is_a_clear_error() {
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(stderr.contains("no column 'bill_length_mm'"), "{stderr}");
 }
+
+/// The same bad value gives the same problem text in file scoring and over HTTP; only the
+/// location differs (the file's line there, the request's row here).
+#[test]
+fn file_scoring_and_http_explain_a_problem_in_the_same_words() {
+    let header = "species,island,bill_length_mm,bill_depth_mm,flipper_length_mm,body_mass_g,sex,year";
+    let cases = [
+        ("Adelie,Atlantis,39.1,18.7,181,3750,male,2007", serde_json::json!("Atlantis"), "island"),
+        ("Adelie,Dream,forty,18.7,181,3750,male,2007", serde_json::json!("forty"), "bill_length_mm"),
+    ];
+    let model_dir = repository().version_dir("penguins");
+    let mut registry = serving::Registry::default();
+    let model = registry.load_version(&model_dir).expect("penguins loads");
+    for (row, value, column) in cases {
+        let (_, written) = score("in.csv", &format!("{header}\n{row}\n"), &[]);
+        let mut reader = csv::Reader::from_reader(written.as_bytes());
+        let record = reader.records().next().expect("one row").expect("readable row");
+        let file_error = record.iter().last().expect("an error column").to_string();
+        let problem = file_error.strip_prefix("line 2: ").unwrap_or_else(|| panic!("located by line: {file_error}"));
+        assert!(problem.contains(&format!("column '{column}'")), "{problem}");
+
+        // The same record over KServe v1.
+        let names: Vec<&str> = header.split(',').collect();
+        let mut instance = serde_json::Map::new();
+        for (name, cell) in names.iter().zip(row.split(',')).skip(1) {
+            let cell = if *name == column {
+                value.clone()
+            } else {
+                cell.parse::<f64>().map_or_else(|_| serde_json::json!(cell), |n| serde_json::json!(n))
+            };
+            instance.insert(name.to_string(), cell);
+        }
+        let body = serde_json::json!({ "instances": [instance] }).to_string();
+        let request = serving::v1::parse_request(body.as_bytes()).expect("valid JSON");
+        let error = serving::v1::decode_instances(&model, &request)
+            .and_then(|batch| model.predictor.predict(&batch).map_err(|e| serving::error::ServeError::input("penguins", e)))
+            .expect_err("the value is refused");
+        let http_error = error.to_string();
+        assert_eq!(http_error, format!("model 'penguins', row 0: {problem}"), "{column}");
+    }
+}
