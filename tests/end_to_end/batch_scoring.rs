@@ -129,7 +129,7 @@ fn file_scoring_and_http_explain_a_problem_in_the_same_words() {
         let (_, written) = score("in.csv", &format!("{header}\n{row}\n"), &[]);
         let mut reader = csv::Reader::from_reader(written.as_bytes());
         let record = reader.records().next().expect("one row").expect("readable row");
-        let file_error = record.iter().last().expect("an error column").to_string();
+        let file_error = record.iter().next_back().expect("an error column").to_string();
         let problem = file_error.strip_prefix("line 2: ").unwrap_or_else(|| panic!("located by line: {file_error}"));
         assert!(problem.contains(&format!("column '{column}'")), "{problem}");
 
@@ -146,10 +146,13 @@ fn file_scoring_and_http_explain_a_problem_in_the_same_words() {
         }
         let body = serde_json::json!({ "instances": [instance] }).to_string();
         let request = serving::v1::parse_request(body.as_bytes()).expect("valid JSON");
-        let error = serving::v1::decode_instances(&model, &request)
-            .and_then(|batch| model.predictor.predict(&batch).map_err(|e| serving::error::ServeError::input("penguins", e)))
-            .expect_err("the value is refused");
-        let http_error = error.to_string();
+        let http_error = match serving::v1::decode_instances(&model, &request) {
+            Err(error) => error.to_string(),
+            Ok(batch) => {
+                let error = model.predictor.predict(&batch).expect_err("the value is refused");
+                serving::error::ServeError::input("penguins", error).to_string()
+            }
+        };
         assert_eq!(http_error, format!("model 'penguins', row 0: {problem}"), "{column}");
     }
 }
