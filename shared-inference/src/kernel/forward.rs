@@ -5,8 +5,10 @@
 //! every platform), the AVX2 form 16 rows at a time, so both give the same bits.
 //!
 //! Both forms work on blocks of 16 rows and run every layer on one block before the next, so a
-//! block's activations stay in two small buffers in the first-level cache; the weights are laid
-//! out once, at load time, in the order the kernel reads them.
+//! block's activations stay in two small buffers in the first-level cache; a block of fewer than
+//! 8 rows (a single-record request, the end of a batch) is computed row by row instead, with
+//! outputs across the lanes. The weights are laid out once, at load time, in the order the
+//! kernel reads them.
 
 use super::Route;
 use crate::model::ActivationKind;
