@@ -522,6 +522,25 @@ async fn binary_inputs_and_binary_outputs_match_the_json_path_bit_for_bit() {
 }
 
 #[tokio::test]
+async fn an_input_with_both_data_and_binary_data_is_refused_as_ambiguous() {
+    let fixture = Fixture::new();
+    let area_bytes = encode_fp32(&[72.5, 120.25, 48.0]);
+    let header = json!({
+        "inputs": [
+            { "name": "area", "shape": [3], "datatype": "FP32", "data": [1.0, 2.0, 3.0],
+              "parameters": { "binary_data_size": area_bytes.len() } },
+            { "name": "rooms", "shape": [3], "datatype": "INT64", "data": [3, 5, 1] },
+            { "name": "city", "shape": [3], "datatype": "BYTES", "data": ["Oslo", "Rome", "Rome"] },
+        ],
+    });
+    let (body, length) = binary_body(&header, &[&area_bytes]);
+    let reply =
+        fixture.post_raw("/v2/models/houses/infer", body, &[("inference-header-content-length", &length)]).await;
+    let message = reply.error(StatusCode::BAD_REQUEST);
+    assert_mentions(&message, &["'area'", "both 'data' and a 'binary_data_size'"]);
+}
+
+#[tokio::test]
 async fn binary_classification_outputs_carry_bytes_and_fp32() {
     let fixture = Fixture::new();
     let petals: Vec<f32> = FLOWERS.iter().map(|f| f.0.expect("every fixture flower has a petal") as f32).collect();
