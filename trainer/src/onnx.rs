@@ -32,6 +32,7 @@ use onnx_protobuf::{
 };
 use shared_inference::artifact::ONNX_FILE;
 use shared_inference::input::is_missing_text;
+use shared_inference::output::{self, OutputType};
 use shared_inference::{
     ActivationKind, Artifact, CpuBackend, FittedColumn, Manifest, TargetTransform, Task, UnknownCategoryPolicy,
 };
@@ -124,7 +125,6 @@ pub fn export(artifact: &Artifact) -> anyhow::Result<Vec<u8>> {
     }
 
     let n_outputs = manifest.network.n_outputs as i64;
-    let mut outputs = Vec::new();
     match manifest.schema.task {
         Task::Regression => {
             let wide = g.node("Cast", "", &[&x], vec![int("to", DataType::DOUBLE as i64)]);
@@ -139,7 +139,6 @@ pub fn export(artifact: &Artifact) -> anyhow::Result<Vec<u8>> {
             let narrow = g.node("Cast", "", &[&original], vec![int("to", DataType::FLOAT as i64)]);
             let shape = g.constant_i64(&[1], &[-1]);
             g.node_named("Reshape", "", &[&narrow, &shape], vec![], PREDICTION);
-            outputs.push(value_info(PREDICTION, DataType::FLOAT, &[Dim::Rows]));
         }
         Task::BinaryClassification | Task::MulticlassClassification => {
             let wide = g.node("Cast", "", &[&x], vec![int("to", DataType::DOUBLE as i64)]);
@@ -155,10 +154,20 @@ pub fn export(artifact: &Artifact) -> anyhow::Result<Vec<u8>> {
                 vec![ints("keys_int64s", &keys), strings("values_strings", labels), string("default_string", "")],
                 LABEL,
             );
-            outputs.push(value_info(PROBABILITIES, DataType::FLOAT, &[Dim::Rows, Dim::Fixed(n_outputs)]));
-            outputs.push(value_info(LABEL, DataType::STRING, &[Dim::Rows]));
         }
     }
+    // The graph answers what every front end answers: the same names, element types and shapes.
+    let outputs: Vec<ValueInfoProto> = output::outputs(manifest.schema.task)
+        .iter()
+        .map(|spec| {
+            let datatype = match spec.datatype {
+                OutputType::Float32 => DataType::FLOAT,
+                OutputType::Text => DataType::STRING,
+            };
+            let dims = if spec.per_class { vec![Dim::Rows, Dim::Fixed(n_outputs)] } else { vec![Dim::Rows] };
+            value_info(spec.name, datatype, &dims)
+        })
+        .collect();
 
     let graph = GraphProto {
         name: manifest.name.clone(),
