@@ -7,7 +7,7 @@ use std::io::{BufRead, Write};
 
 use anyhow::{Context, bail};
 use serde_json::Value;
-use shared_inference::input::{RowBuilder, is_missing_text};
+use shared_inference::input::RowBuilder;
 use shared_inference::output;
 use shared_inference::{Cell, Predictions, Predictor};
 
@@ -333,10 +333,8 @@ fn prepare_csv_chunk(
             continue;
         }
         cells.clear();
-        cells.extend(columns.features.iter().map(|&i| match record.get(i) {
-            Some(text) if !is_missing_text(text) => Cell::Text(text),
-            _ => Cell::Missing,
-        }));
+        // Cells go in as text: the core reads "" and NA as missing, one rule for every path.
+        cells.extend(columns.features.iter().map(|&i| record.get(i).map_or(Cell::Missing, Cell::Text)));
         let at = builder.n_rows();
         slots.push(builder.push_cells(at, &cells).map(|()| at).map_err(|e| e.to_string()));
     }

@@ -100,7 +100,7 @@ pub fn app(state: Arc<AppState>) -> Router {
         .route("/v2/models/{model}/versions/{version}/infer", post(infer_version))
         .route("/v1/models/{target}", get(v1_model).post(v1_predict))
         .route("/metrics", get(metrics))
-        .fallback(|| async { ServeError::UnknownEndpoint("this path".into()) })
+        .fallback(|uri: axum::http::Uri| async move { ServeError::UnknownEndpoint(uri.path().to_string()) })
         .layer(DefaultBodyLimit::max(body_limit))
         .with_state(state)
 }

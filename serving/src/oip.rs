@@ -97,24 +97,25 @@ enum DataType {
 }
 
 impl DataType {
+    const ALL: [Self; 14] = [
+        Self::Bool,
+        Self::U8,
+        Self::U16,
+        Self::U32,
+        Self::U64,
+        Self::I8,
+        Self::I16,
+        Self::I32,
+        Self::I64,
+        Self::F16,
+        Self::Bf16,
+        Self::F32,
+        Self::F64,
+        Self::Bytes,
+    ];
+
     fn parse(text: &str) -> Option<Self> {
-        Some(match text {
-            "BOOL" => Self::Bool,
-            "UINT8" => Self::U8,
-            "UINT16" => Self::U16,
-            "UINT32" => Self::U32,
-            "UINT64" => Self::U64,
-            "INT8" => Self::I8,
-            "INT16" => Self::I16,
-            "INT32" => Self::I32,
-            "INT64" => Self::I64,
-            "FP16" => Self::F16,
-            "BF16" => Self::Bf16,
-            "FP32" => Self::F32,
-            "FP64" => Self::F64,
-            "BYTES" => Self::Bytes,
-            _ => return None,
-        })
+        Self::ALL.into_iter().find(|d| d.name() == text)
     }
 
     fn is_number(self) -> bool {

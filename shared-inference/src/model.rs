@@ -101,8 +101,14 @@ impl<B: Backend> Mlp<B> {
 
 impl<B: Backend> Mlp<B> {
     /// The same network for the inference kernel ([`Network`]): the weights copied out once,
-    /// at load time. A layer saved without a bias gets zeros.
+    /// at load time.
     pub fn to_network(&self) -> Result<Network, ArtifactError> {
+        Network::new(self.kernel_layers()?, self.activation).map_err(|e| ArtifactError::Weights(e.to_string()))
+    }
+
+    /// Every layer's weights `[inputs, outputs]` and bias as f32 values, hidden layers first: what
+    /// the kernel and the ONNX export read. A layer saved without a bias gets zeros.
+    pub fn kernel_layers(&self) -> Result<Vec<KernelLayer>, ArtifactError> {
         let mut layers = Vec::with_capacity(self.hidden.len() + 1);
         for (index, layer) in self.hidden.iter().chain([&self.output]).enumerate() {
             let [inputs, outputs] = layer.weight.dims();
@@ -118,7 +124,7 @@ impl<B: Backend> Mlp<B> {
             };
             layers.push(KernelLayer { weights, bias, inputs, outputs });
         }
-        Network::new(layers, self.activation).map_err(|e| ArtifactError::Weights(e.to_string()))
+        Ok(layers)
     }
 }
 

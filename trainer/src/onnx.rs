@@ -21,7 +21,6 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, bail};
-use burn::tensor::backend::Backend;
 use onnx_protobuf::attribute_proto::AttributeType;
 use onnx_protobuf::tensor_proto::DataType;
 use onnx_protobuf::tensor_shape_proto::{Dimension, dimension};
@@ -55,8 +54,8 @@ pub fn export(artifact: &Artifact) -> anyhow::Result<Vec<u8>> {
     let manifest = &artifact.manifest;
     check_representable(manifest)?;
     let model = artifact.model::<CpuBackend>(&Default::default())?;
-    let layers: Vec<Dense> =
-        model.hidden.iter().chain(std::iter::once(&model.output)).map(dense).collect::<anyhow::Result<_>>()?;
+    // The same weights the serving kernel reads: `[inputs, outputs]` row-major (`y = x W + b`).
+    let layers = model.kernel_layers()?;
 
     let mut g = GraphBuilder::default();
     let mut inputs = Vec::new();
@@ -113,12 +112,10 @@ pub fn export(artifact: &Artifact) -> anyhow::Result<Vec<u8>> {
 
     let last = layers.len() - 1;
     for (i, layer) in layers.iter().enumerate() {
-        let weight = g.constant_f32(&[layer.d_in as i64, layer.d_out as i64], &layer.weight);
+        let weight = g.constant_f32(&[layer.inputs as i64, layer.outputs as i64], &layer.weights);
         x = g.node("MatMul", "", &[&x, &weight], vec![]);
-        if let Some(bias) = &layer.bias {
-            let bias = g.constant_f32(&[layer.d_out as i64], bias);
-            x = g.node("Add", "", &[&x, &bias], vec![]);
-        }
+        let bias = g.constant_f32(&[layer.outputs as i64], &layer.bias);
+        x = g.node("Add", "", &[&x, &bias], vec![]);
         if i < last {
             x = activation(&mut g, model.activation, &x);
         }
@@ -278,28 +275,6 @@ fn float32_step(x: f64) -> f64 {
         return f64::INFINITY;
     }
     f64::from(f32::from_bits(x.to_bits() + 1) - x)
-}
-
-struct Dense {
-    d_in: usize,
-    d_out: usize,
-    /// Row-major `[d_in, d_out]`, as burn stores a linear layer (`y = x W + b`).
-    weight: Vec<f32>,
-    bias: Option<Vec<f32>>,
-}
-
-fn dense<B: Backend>(layer: &burn::nn::Linear<B>) -> anyhow::Result<Dense> {
-    let weight = layer.weight.val();
-    let [d_in, d_out] = weight.dims();
-    let to_vec = |data: burn::tensor::TensorData, what: &str| {
-        data.into_vec::<f32>().map_err(|e| anyhow::anyhow!("the layer's {what} cannot be read as f32: {e:?}"))
-    };
-    Ok(Dense {
-        d_in,
-        d_out,
-        weight: to_vec(weight.into_data(), "weights")?,
-        bias: layer.bias.as_ref().map(|b| to_vec(b.val().into_data(), "bias")).transpose()?,
-    })
 }
 
 fn activation(g: &mut GraphBuilder, kind: ActivationKind, x: &str) -> String {
