@@ -61,9 +61,48 @@ pub struct ServeArgs {
     /// --inline-max-bytes); slower requests get 503.
     #[arg(long, default_value_t = 30_000)]
     pub timeout_millis: u64,
-    /// On SIGTERM/SIGINT, wait at most this long for in-flight requests before exiting.
+    /// On SIGTERM/SIGINT: readiness turns 503, new requests get 503 with `Connection: close`,
+    /// requests in flight finish; the server exits (status 0) once every connection has closed
+    /// or after this many seconds, whichever comes first.
     #[arg(long, default_value_t = 30)]
     pub drain_seconds: u64,
+    /// A connection must send a complete request head within this many seconds of its first
+    /// byte (and finish a TLS handshake within it), or it is closed.
+    #[arg(long, default_value_t = 10)]
+    pub header_timeout_seconds: u64,
+    /// A request body must arrive within this many seconds of its head, or the request gets 408
+    /// and the connection is closed.
+    #[arg(long, default_value_t = 30)]
+    pub body_timeout_seconds: u64,
+    /// A connection that sends nothing for this many seconds after its last response (or after
+    /// opening) is closed.
+    #[arg(long, default_value_t = 5)]
+    pub keep_alive_seconds: u64,
+    /// Open connections at most; one more is answered at once with 503 and closed. Lowered to
+    /// fit the process's open-file limit (`ulimit -n`) when that is smaller.
+    #[arg(long, default_value_t = 4096)]
+    pub max_connections: usize,
+    /// Bytes of request bodies held while they arrive, summed over all connections; a body that
+    /// would go past it gets 503. Bounds what slow or stalled senders can make the server hold.
+    #[arg(long, default_value_t = 128 * 1024 * 1024)]
+    pub max_buffered_body_bytes: usize,
+    /// Bearer tokens with scopes (TOML; see the README's "Access control"). Without it every
+    /// endpoint is open. Tokens are never accepted on the command line.
+    #[arg(long, value_name = "FILE")]
+    pub tokens: Option<PathBuf>,
+    /// Require a token with the `metrics` scope for /metrics (open by default, for scrapers).
+    #[arg(long, requires = "tokens")]
+    pub protect_metrics: bool,
+    /// Serve HTTPS with this certificate chain (PEM); needs --tls-key.
+    #[arg(long, value_name = "FILE", requires = "tls_key")]
+    pub tls_certificate: Option<PathBuf>,
+    /// The private key (PEM) of --tls-certificate.
+    #[arg(long, value_name = "FILE", requires = "tls_certificate")]
+    pub tls_key: Option<PathBuf>,
+    /// Stop at start-up if any model version fails to load (by default it is reported and
+    /// skipped, and the other models are served).
+    #[arg(long)]
+    pub strict: bool,
     /// Log format on stderr.
     #[arg(long, value_enum, default_value = "text")]
     pub log_format: LogFormat,
@@ -127,12 +166,49 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
     init_logging(args.log_format);
     let started = std::time::Instant::now();
     let mut registry = match &args.model_repository {
-        Some(root) => Registry::load_repository(root)?,
+        Some(root) => Registry::load_repository(root, args.strict)?,
         None => Registry::default(),
     };
     for dir in &args.model {
         registry.load_version(dir)?;
     }
+    for failure in registry.failures() {
+        tracing::error!(
+            model = failure.model,
+            version = failure.version,
+            dir = %failure.dir.display(),
+            reason = failure.reason,
+            "model version not loaded; serving the others (--strict stops instead)"
+        );
+    }
+    let tokens = match &args.tokens {
+        Some(path) => crate::auth::Tokens::load(path)?,
+        None => crate::auth::Tokens::default(),
+    };
+    if tokens.is_empty() && !args.addr.ip().is_loopback() {
+        tracing::warn!(
+            addr = %args.addr,
+            "listening on a non-loopback address with no access control: anyone who can reach it can \
+             predict and read metadata (see --tokens)"
+        );
+    }
+    let tls = match (&args.tls_certificate, &args.tls_key) {
+        (Some(certificate), Some(key)) => Some(crate::tls::acceptor(certificate, key)?),
+        _ => None,
+    };
+    let max_connections = match crate::server::open_files_limit() {
+        Some(files) if args.max_connections + crate::server::RESERVED_DESCRIPTORS > files => {
+            let fitted = files.saturating_sub(crate::server::RESERVED_DESCRIPTORS).max(1);
+            tracing::warn!(
+                requested = args.max_connections,
+                open_files_limit = files,
+                max_connections = fitted,
+                "--max-connections lowered to fit the open-file limit; raise `ulimit -n` to allow more"
+            );
+            fitted
+        }
+        _ => args.max_connections.max(1),
+    };
     for model in registry.all() {
         tracing::info!(
             model = model.name,
@@ -147,34 +223,33 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
         timeout: Duration::from_millis(args.timeout_millis.max(1)),
         inference_threads: args.inference_threads,
         inline_max_bytes: args.inline_max_bytes,
+        body_timeout: Duration::from_secs(args.body_timeout_seconds.max(1)),
+        max_buffered_body_bytes: args.max_buffered_body_bytes.max(args.max_body_bytes.min(1 << 20)),
     };
-    let state = AppState::new(registry, limits).context("starting the inference threads")?;
+    let connection_limits = crate::server::ConnectionLimits {
+        max_connections,
+        header_timeout: Duration::from_secs(args.header_timeout_seconds.max(1)),
+        keep_alive: Duration::from_secs(args.keep_alive_seconds.max(1)),
+        request_backstop: limits.body_timeout + limits.timeout + Duration::from_secs(30),
+    };
+    let access = crate::http::Access { tokens, protect_metrics: args.protect_metrics };
+    let state = AppState::with_access(registry, limits, access).context("starting the inference threads")?;
     tracing::info!(threads = state.inference_threads(), "inference threads started");
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     runtime.block_on(async move {
         let listener = tokio::net::TcpListener::bind(args.addr).await.with_context(|| format!("binding {}", args.addr))?;
-        tracing::info!(addr = %listener.local_addr()?, startup_millis = started.elapsed().as_millis() as u64, "listening");
-        let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-        let shutdown_state = state.clone();
-        let server = axum::serve(listener, http::app(state)).with_graceful_shutdown(async move {
-            shutdown_signal().await;
-            shutdown_state.set_ready(false);
-            tracing::info!("shutdown requested: finishing in-flight requests");
-            let _ = stop_tx.send(());
-        });
+        tracing::info!(addr = %listener.local_addr()?, tls = tls.is_some(), startup_millis = started.elapsed().as_millis() as u64, "listening");
         let drain = Duration::from_secs(args.drain_seconds);
-        let server = tokio::spawn(async move { server.await });
-        // Once shutdown starts, in-flight requests get `drain` to finish.
-        let forced = async move {
-            if stop_rx.await.is_ok() {
-                tokio::time::sleep(drain).await;
-            } else {
-                std::future::pending::<()>().await;
-            }
-        };
-        tokio::select! {
-            result = server => result.context("server task")?.context("serving HTTP")?,
-            () = forced => bail!("in-flight requests did not finish within {} s of the shutdown signal", drain.as_secs()),
+        let app = http::app(state.clone());
+        let drained =
+            crate::server::serve(listener, app, state, tls, connection_limits, shutdown_signal(), drain).await;
+        if drained.connections_cut > 0 {
+            tracing::warn!(
+                connections = drained.connections_cut,
+                requests_in_progress = drained.requests_cut,
+                drain_seconds = drain.as_secs(),
+                "drain window ended with connections still open; closing them"
+            );
         }
         tracing::info!("stopped");
         Ok(())

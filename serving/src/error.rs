@@ -45,6 +45,33 @@ pub enum ServeError {
     /// A bug or a lost worker: `detail` goes to the log, the client reads only the message.
     #[error("internal error while predicting")]
     Internal { detail: String },
+
+    #[error("{0}")]
+    Denied(#[from] crate::auth::Denied),
+
+    #[error("request target is {length} bytes long; the limit is {limit}")]
+    UriTooLong { length: usize, limit: usize },
+
+    #[error("request head has {what}; the limit is {limit}")]
+    HeadersTooLarge { what: String, limit: usize },
+
+    #[error("header '{name}' is given {count} times with different values; send it once")]
+    ConflictingHeader { name: String, count: usize },
+
+    #[error("Content-Encoding '{encoding}' is not supported: send the body uncompressed")]
+    UnsupportedEncoding { encoding: String },
+
+    #[error("{method} is not allowed on {path}; allowed: {allowed}")]
+    MethodNotAllowed { method: String, path: String, allowed: String },
+
+    #[error("the request body did not arrive within {seconds} s (see --body-timeout-seconds)")]
+    BodyTimeout { seconds: u64 },
+
+    #[error(
+        "server holds its limit of {limit_bytes} bytes of request bodies being received (see \
+         --max-buffered-body-bytes); retry later"
+    )]
+    BodiesSaturated { limit_bytes: usize },
 }
 
 impl ServeError {
@@ -56,7 +83,17 @@ impl ServeError {
     /// The status code of each kind of failure: the only place one is chosen.
     pub fn status(&self) -> StatusCode {
         match self {
-            Self::Input { .. } | Self::Protocol(_) | Self::Body(_) => StatusCode::BAD_REQUEST,
+            Self::Input { .. } | Self::Protocol(_) | Self::Body(_) | Self::ConflictingHeader { .. } => {
+                StatusCode::BAD_REQUEST
+            }
+            Self::Denied(denied) if denied.is_forbidden() => StatusCode::FORBIDDEN,
+            Self::Denied(_) => StatusCode::UNAUTHORIZED,
+            Self::UriTooLong { .. } => StatusCode::URI_TOO_LONG,
+            Self::HeadersTooLarge { .. } => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+            Self::UnsupportedEncoding { .. } => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            Self::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
+            Self::BodyTimeout { .. } => StatusCode::REQUEST_TIMEOUT,
+            Self::BodiesSaturated { .. } => StatusCode::SERVICE_UNAVAILABLE,
             Self::Lookup(_) | Self::UnknownEndpoint(_) => StatusCode::NOT_FOUND,
             Self::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             Self::Saturated { .. } | Self::Timeout { .. } | Self::ShuttingDown { .. } => {
@@ -76,10 +113,39 @@ impl ServeError {
     }
 }
 
+/// Seconds a client is asked to wait before retrying a 503.
+pub const RETRY_AFTER_SECONDS: &str = "1";
+
 impl IntoResponse for ServeError {
     fn into_response(self) -> Response {
+        use axum::http::{HeaderValue, header};
+        let status = self.status();
         let body = serde_json::json!({ "error": self.to_string() });
-        (self.status(), [(axum::http::header::CONTENT_TYPE, "application/json")], body.to_string()).into_response()
+        let mut response =
+            (status, [(header::CONTENT_TYPE, HeaderValue::from_static("application/json"))], body.to_string())
+                .into_response();
+        let headers = response.headers_mut();
+        if status == StatusCode::SERVICE_UNAVAILABLE {
+            headers.insert(header::RETRY_AFTER, HeaderValue::from_static(RETRY_AFTER_SECONDS));
+        }
+        match &self {
+            // The body was not read (or not all of it): the connection cannot carry another request.
+            Self::PayloadTooLarge { .. } | Self::BodyTimeout { .. } | Self::BodiesSaturated { .. } => {
+                headers.insert(header::CONNECTION, HeaderValue::from_static("close"));
+            }
+            Self::Denied(denied) => {
+                if let Ok(challenge) = HeaderValue::from_str(&denied.challenge()) {
+                    headers.insert(header::WWW_AUTHENTICATE, challenge);
+                }
+            }
+            Self::MethodNotAllowed { allowed, .. } => {
+                if let Ok(allow) = HeaderValue::from_str(allowed) {
+                    headers.insert(header::ALLOW, allow);
+                }
+            }
+            _ => {}
+        }
+        response
     }
 }
 

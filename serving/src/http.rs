@@ -5,18 +5,20 @@
 //! never spends long on one request.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use axum::Router;
 use axum::body::Bytes;
-use axum::extract::{DefaultBodyLimit, FromRequest, Path, Request, State};
+use axum::extract::{DefaultBodyLimit, Path, Request, State};
+use axum::middleware::Next;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use serde_json::json;
 use tokio::sync::Semaphore;
 
+use crate::auth::{self, Tokens};
 use crate::error::ServeError;
 use crate::metrics::Metrics;
 use crate::oip;
@@ -41,7 +43,32 @@ pub struct Limits {
     /// work on a busy core. Larger requests go to the inference threads and are subject to
     /// `timeout`. 0 sends every request to the inference threads.
     pub inline_max_bytes: usize,
+    /// Time a request body may take to arrive once its head has (408 after it).
+    pub body_timeout: Duration,
+    /// Bytes of request bodies held by the server while they arrive, across all connections;
+    /// a body that would go past it gets 503, so slow senders cannot fill the memory.
+    pub max_buffered_body_bytes: usize,
 }
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            max_body_bytes: 16 * 1024 * 1024,
+            max_concurrency: 64,
+            timeout: Duration::from_secs(30),
+            inference_threads: 0,
+            inline_max_bytes: DEFAULT_INLINE_MAX_BYTES,
+            body_timeout: Duration::from_secs(30),
+            max_buffered_body_bytes: 128 * 1024 * 1024,
+        }
+    }
+}
+
+/// Longest request target accepted (414 beyond).
+pub const MAX_URI_BYTES: usize = 8 * 1024;
+/// Most header fields and header bytes accepted in one request (431 beyond).
+pub const MAX_HEADERS: usize = 100;
+pub const MAX_HEADER_BYTES: usize = 64 * 1024;
 
 /// The default of [`Limits::inline_max_bytes`] (`--inline-max-bytes`): a single record, or a
 /// few dozen, fits well within it.
@@ -57,11 +84,26 @@ pub struct AppState {
     pool: InferencePool,
     ready: AtomicBool,
     next_request_id: AtomicU64,
+    /// Bytes of request bodies currently held while they arrive.
+    buffered_body_bytes: AtomicUsize,
+    pub access: Access,
+}
+
+/// Who may call what: the tokens, and whether `/metrics` needs one.
+#[derive(Debug, Default)]
+pub struct Access {
+    pub tokens: Tokens,
+    pub protect_metrics: bool,
 }
 
 impl AppState {
     /// Fails only when the inference threads cannot be started.
     pub fn new(registry: Registry, limits: Limits) -> std::io::Result<Arc<Self>> {
+        Self::with_access(registry, limits, Access::default())
+    }
+
+    /// As [`AppState::new`], with access control.
+    pub fn with_access(registry: Registry, limits: Limits, access: Access) -> std::io::Result<Arc<Self>> {
         Ok(Arc::new(Self {
             registry,
             metrics: Metrics::default(),
@@ -70,6 +112,8 @@ impl AppState {
             pool: InferencePool::new(limits.inference_threads)?,
             ready: AtomicBool::new(true),
             next_request_id: AtomicU64::new(1),
+            buffered_body_bytes: AtomicUsize::new(0),
+            access,
         }))
     }
 
@@ -81,6 +125,10 @@ impl AppState {
     /// Readiness turns off when shutdown begins, so load balancers stop sending traffic.
     pub fn set_ready(&self, ready: bool) {
         self.ready.store(ready, Ordering::SeqCst);
+    }
+
+    fn is_ready(&self) -> bool {
+        self.ready.load(Ordering::SeqCst)
     }
 }
 
@@ -101,19 +149,189 @@ pub fn app(state: Arc<AppState>) -> Router {
         .route("/v1/models/{target}", get(v1_model).post(v1_predict))
         .route("/metrics", get(metrics))
         .fallback(|uri: axum::http::Uri| async move { ServeError::UnknownEndpoint(uri.path().to_string()) })
+        .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(body_limit))
+        .layer(axum::middleware::from_fn_with_state(state.clone(), gate))
         .with_state(state)
+}
+
+/// The checks every request passes before its handler, in this order: the size of its head,
+/// headers given twice with different values, access control, shutdown (new inference gets
+/// 503), the body's encoding and declared length. Once shutdown has begun, every response
+/// closes its connection.
+async fn gate(State(state): State<Arc<AppState>>, request: Request, next: Next) -> Response {
+    if let Err(error) = admit(&state, &request) {
+        let mut response = error.into_response();
+        if !state.is_ready() {
+            response.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
+        }
+        return response;
+    }
+    let draining = !state.is_ready();
+    let mut response = next.run(request).await;
+    if draining {
+        response.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
+    }
+    response
+}
+
+/// Headers that must not be given twice with different values.
+const SINGLE_HEADERS: [header::HeaderName; 5] = [
+    header::CONTENT_TYPE,
+    header::CONTENT_ENCODING,
+    header::AUTHORIZATION,
+    header::HeaderName::from_static(oip::INFERENCE_HEADER),
+    header::HeaderName::from_static("x-request-id"),
+];
+
+fn admit(state: &AppState, request: &Request) -> Result<(), ServeError> {
+    let uri_length = request.uri().path_and_query().map_or(0, |p| p.as_str().len());
+    if uri_length > MAX_URI_BYTES {
+        return Err(ServeError::UriTooLong { length: uri_length, limit: MAX_URI_BYTES });
+    }
+    let headers = request.headers();
+    if headers.len() > MAX_HEADERS {
+        return Err(ServeError::HeadersTooLarge { what: format!("{} header fields", headers.len()), limit: MAX_HEADERS });
+    }
+    let header_bytes: usize = headers.iter().map(|(name, value)| name.as_str().len() + value.len() + 4).sum();
+    if header_bytes > MAX_HEADER_BYTES {
+        return Err(ServeError::HeadersTooLarge { what: format!("{header_bytes} bytes of headers"), limit: MAX_HEADER_BYTES });
+    }
+    for name in &SINGLE_HEADERS {
+        let mut values = headers.get_all(name).iter();
+        if let Some(first) = values.next() {
+            let rest: Vec<_> = values.collect();
+            if rest.iter().any(|v| *v != first) {
+                return Err(ServeError::ConflictingHeader { name: name.to_string(), count: rest.len() + 1 });
+            }
+        }
+    }
+    let path = request.uri().path();
+    let scope = auth::required_scope(request.method(), path, state.access.protect_metrics);
+    state.access.tokens.check(headers, scope)?;
+    // Once draining, new work is refused; health, readiness and metadata still answer (with
+    // `Connection: close`), so probes see the server going rather than a dead socket.
+    if !state.is_ready() && matches!(scope, Some(auth::Scope::Inference | auth::Scope::Admin)) {
+        return Err(ServeError::ShuttingDown { model: None });
+    }
+    if let Some(encoding) = headers.get(header::CONTENT_ENCODING) {
+        if !encoding.as_bytes().eq_ignore_ascii_case(b"identity") {
+            return Err(ServeError::UnsupportedEncoding { encoding: String::from_utf8_lossy(encoding.as_bytes()).into_owned() });
+        }
+    }
+    if let Some(length) = headers.get(header::CONTENT_LENGTH) {
+        // hyper has checked that it is one valid number.
+        let declared = length.to_str().ok().and_then(|v| v.parse::<u64>().ok()).unwrap_or(u64::MAX);
+        if declared > state.limits.max_body_bytes as u64 {
+            return Err(ServeError::PayloadTooLarge { limit_bytes: state.limits.max_body_bytes });
+        }
+    }
+    Ok(())
+}
+
+async fn method_not_allowed(request: Request) -> ServeError {
+    let path = request.uri().path().to_string();
+    let allowed = if path == "/v2/repository/index" || path.ends_with("/infer") || path.ends_with(":predict") || path.contains("/repository/models/") {
+        "POST"
+    } else if path.starts_with("/v1/models/") {
+        "GET, POST"
+    } else {
+        "GET"
+    };
+    ServeError::MethodNotAllowed { method: request.method().to_string(), path, allowed: allowed.to_string() }
+}
+
+/// Reads a request body within the body limit, the body timeout and the server-wide budget of
+/// bytes held by bodies being received. The budget is taken as bytes arrive, so a slow sender
+/// holds only what it has sent, and given back when the request is done.
+async fn read_body(state: &Arc<AppState>, body: axum::body::Body) -> Result<(Bytes, BodyHold), ServeError> {
+    use http_body_util::BodyExt;
+    let limits = &state.limits;
+    let mut hold = BodyHold { state: state.clone(), bytes: 0 };
+    let mut chunks: Vec<Bytes> = Vec::new();
+    let mut body = body;
+    let receive = async {
+        while let Some(frame) = body.frame().await {
+            let frame = frame.map_err(|e| ServeError::Body(e.to_string()))?;
+            let Ok(chunk) = frame.into_data() else { continue };
+            if hold.bytes + chunk.len() > limits.max_body_bytes {
+                return Err(ServeError::PayloadTooLarge { limit_bytes: limits.max_body_bytes });
+            }
+            hold.take(chunk.len())?;
+            chunks.push(chunk);
+        }
+        Ok(())
+    };
+    match tokio::time::timeout(limits.body_timeout, receive).await {
+        Ok(Ok(())) => {}
+        Ok(Err(error)) => return Err(error),
+        Err(_) => return Err(ServeError::BodyTimeout { seconds: limits.body_timeout.as_secs() }),
+    }
+    let bytes = match chunks.len() {
+        0 => Bytes::new(),
+        1 => chunks.pop().unwrap_or_default(),
+        _ => {
+            let mut joined = Vec::with_capacity(hold.bytes);
+            for chunk in &chunks {
+                joined.extend_from_slice(chunk);
+            }
+            Bytes::from(joined)
+        }
+    };
+    Ok((bytes, hold))
+}
+
+/// Bytes of the server-wide body budget held by one request.
+struct BodyHold {
+    state: Arc<AppState>,
+    bytes: usize,
+}
+
+impl BodyHold {
+    fn take(&mut self, bytes: usize) -> Result<(), ServeError> {
+        let limit = self.state.limits.max_buffered_body_bytes;
+        let held = &self.state.buffered_body_bytes;
+        let mut current = held.load(Ordering::Relaxed);
+        loop {
+            if current + bytes > limit {
+                return Err(ServeError::BodiesSaturated { limit_bytes: limit });
+            }
+            match held.compare_exchange_weak(current, current + bytes, Ordering::AcqRel, Ordering::Relaxed) {
+                Ok(_) => break,
+                Err(now) => current = now,
+            }
+        }
+        self.bytes += bytes;
+        Ok(())
+    }
+}
+
+impl Drop for BodyHold {
+    fn drop(&mut self) {
+        self.state.buffered_body_bytes.fetch_sub(self.bytes, Ordering::AcqRel);
+    }
 }
 
 fn json_response(status: StatusCode, value: &serde_json::Value) -> Response {
     (status, [(header::CONTENT_TYPE, "application/json")], value.to_string()).into_response()
 }
 
+/// Ready when not shutting down and every model in the repository has a version loaded; a
+/// model whose every version failed makes the server not ready, with the models named.
 async fn server_ready(State(state): State<Arc<AppState>>) -> Response {
-    if state.ready.load(Ordering::SeqCst) {
+    if !state.is_ready() {
+        return ServeError::ShuttingDown { model: None }.into_response();
+    }
+    let missing = state.registry.missing_models();
+    if missing.is_empty() {
         json_response(StatusCode::OK, &json!({ "ready": true }))
     } else {
-        ServeError::ShuttingDown { model: None }.into_response()
+        let mut response = json_response(
+            StatusCode::SERVICE_UNAVAILABLE,
+            &json!({ "ready": false, "error": format!("no version of {missing:?} loaded; see GET /v2/models") }),
+        );
+        response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static(crate::error::RETRY_AFTER_SECONDS));
+        response
     }
 }
 
@@ -134,7 +352,13 @@ async fn model_index(State(state): State<Arc<AppState>>) -> Response {
         .names()
         .map(|name| json!({ "name": name, "versions": state.registry.versions(name).iter().map(u64::to_string).collect::<Vec<_>>() }))
         .collect();
-    json_response(StatusCode::OK, &json!({ "models": models }))
+    let unavailable: Vec<_> = state
+        .registry
+        .failures()
+        .iter()
+        .map(|f| json!({ "name": f.model, "version": f.version.to_string(), "state": "UNAVAILABLE", "reason": f.reason }))
+        .collect();
+    json_response(StatusCode::OK, &json!({ "models": models, "unavailable": unavailable }))
 }
 
 fn metadata(state: &AppState, model: &LoadedModel) -> serde_json::Value {
@@ -235,7 +459,18 @@ async fn model_config(State(state): State<Arc<AppState>>, Path(model): Path<Stri
 }
 
 async fn metrics(State(state): State<Arc<AppState>>) -> Response {
-    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], state.metrics.render()).into_response()
+    use std::fmt::Write as _;
+    let mut text = state.metrics.render();
+    text.push_str("# HELP serving_model_load_failures Model versions that failed to load, by model.\n");
+    text.push_str("# TYPE serving_model_load_failures gauge\n");
+    let mut failures: std::collections::BTreeMap<&str, usize> = state.registry.names().map(|n| (n.as_str(), 0)).collect();
+    for failure in state.registry.failures() {
+        *failures.entry(failure.model.as_str()).or_default() += 1;
+    }
+    for (model, count) in failures {
+        let _ = writeln!(text, "serving_model_load_failures{{model=\"{model}\"}} {count}");
+    }
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response()
 }
 
 // Inference handlers take the whole request rather than a `HeaderMap`, which axum would clone:
@@ -313,10 +548,7 @@ async fn run_inference(
     let served = model.as_ref().ok().cloned();
     let outcome = async {
         let model = model?;
-        let body = Bytes::from_request(request, &()).await.map_err(|rejection| match rejection.status() {
-            StatusCode::PAYLOAD_TOO_LARGE => ServeError::PayloadTooLarge { limit_bytes: state.limits.max_body_bytes },
-            _ => ServeError::Body(rejection.to_string()),
-        })?;
+        let (body, hold) = read_body(&state, request.into_body()).await?;
         let permit = state
             .permits
             .clone()
@@ -325,6 +557,7 @@ async fn run_inference(
         let inline = body.len() <= state.limits.inline_max_bytes;
         let work = move || {
             let _permit = permit;
+            let _hold = hold;
             match protocol {
                 Protocol::V2 => predict_v2(&model, &body, header_length.as_deref()),
                 Protocol::V1 => predict_v1(&model, &body),

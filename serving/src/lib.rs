@@ -4,6 +4,7 @@
 
 #![forbid(unsafe_code)]
 
+pub mod auth;
 pub mod batch;
 pub mod cli;
 pub mod error;
@@ -13,6 +14,8 @@ pub mod metrics;
 pub mod oip;
 pub mod pool;
 pub mod registry;
+pub mod server;
+pub mod tls;
 pub mod v1;
 
 pub use http::{AppState, DEFAULT_INLINE_MAX_BYTES, Limits, app};

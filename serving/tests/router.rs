@@ -175,7 +175,7 @@ async fn model_index_lists_every_model_and_version() {
             { "name": "barometer", "versions": ["1"] },
             { "name": "flowers", "versions": ["1"] },
             { "name": "houses", "versions": ["1", "2"] },
-        ] })
+        ], "unavailable": [] })
     );
 }
 

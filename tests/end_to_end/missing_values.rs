@@ -168,5 +168,6 @@ fn serving_limits() -> Limits {
         timeout: std::time::Duration::from_secs(10),
         inference_threads: 1,
         inline_max_bytes: serving::DEFAULT_INLINE_MAX_BYTES,
+        ..Limits::default()
     }
 }

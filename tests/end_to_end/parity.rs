@@ -142,6 +142,7 @@ fn check_model(name: &str) {
             timeout: Duration::from_secs(30),
             inference_threads: 2,
             inline_max_bytes: DEFAULT_INLINE_MAX_BYTES,
+            ..Limits::default()
         },
     )
     .expect("inference threads start");

@@ -168,6 +168,7 @@ fn real_binary_serves_v1_and_v2_and_drains_on_sigterm() {
                 (batch.clone(), stop.clone(), completed.clone(), signal_sent.clone());
             std::thread::spawn(move || {
                 let mut ok_after_signal = 0;
+                let mut refused_after_signal = 0;
                 let mut failures = Vec::new();
                 let started = Instant::now();
                 for _ in 0..500 {
@@ -186,6 +187,16 @@ fn real_binary_serves_v1_and_v2_and_drains_on_sigterm() {
                                 ok_after_signal += 1;
                             }
                         }
+                        // Sent after the signal: refused cleanly, telling the client to go elsewhere.
+                        Outcome::Answered(r)
+                            if r.status == 503 && signal_sent.lock().expect("lock").is_some_and(|t| t < sent_at) =>
+                        {
+                            let closes = r.header("connection").is_some_and(|v| v.eq_ignore_ascii_case("close"));
+                            if !closes || r.header("retry-after").is_none() {
+                                failures.push(format!("503 after shutdown without Connection: close and Retry-After: {:?}", r.headers));
+                            }
+                            refused_after_signal += 1;
+                        }
                         Outcome::Answered(r) => {
                             failures.push(format!("status {}: {}", r.status, String::from_utf8_lossy(&r.body)))
                         }
@@ -199,7 +210,7 @@ fn real_binary_serves_v1_and_v2_and_drains_on_sigterm() {
                         }
                     }
                 }
-                (ok_after_signal, failures)
+                (ok_after_signal, refused_after_signal, failures)
             })
         })
         .collect();
@@ -226,11 +237,14 @@ fn real_binary_serves_v1_and_v2_and_drains_on_sigterm() {
     };
     stop.store(true, Ordering::SeqCst);
     let mut in_flight_finished = 0;
+    let mut refused = 0;
     for client in clients {
-        let (ok_after_signal, failures) = client.join().expect("client thread");
+        let (ok_after_signal, refused_after_signal, failures) = client.join().expect("client thread");
         assert!(failures.is_empty(), "accepted requests failed: {failures:?}");
         in_flight_finished += ok_after_signal;
+        refused += refused_after_signal;
     }
+    assert!(refused > 0, "no request sent after SIGTERM was seen to get its 503");
     assert!(exit.success(), "server exit status {exit:?}");
     assert!(in_flight_finished > 0, "no request in flight at SIGTERM was seen to finish");
     let log = log.lock().expect("log lock").join("\n");

@@ -28,6 +28,7 @@ pub fn default_limits() -> Limits {
         timeout: Duration::from_secs(30),
         inference_threads: 2,
         inline_max_bytes: DEFAULT_INLINE_MAX_BYTES,
+        ..Limits::default()
     }
 }
 
@@ -175,7 +176,7 @@ impl Fixture {
         write_model(&root, barometer());
         // A trainer's work in progress must be skipped, not loaded.
         std::fs::create_dir_all(root.join("houses").join(".tmp-3")).expect("create a work-in-progress directory");
-        let registry = Registry::load_repository(&root).expect("the fixture repository loads");
+        let registry = Registry::load_repository(&root, true).expect("the fixture repository loads");
         let state = AppState::new(registry, limits).expect("inference threads start");
         Self { _dir: dir, root, state }
     }
