@@ -149,6 +149,12 @@ fn score_csv<W: Write>(
     let chunk_rows = options.chunk_rows.max(1);
     let mut reader = csv::ReaderBuilder::new().has_headers(true).flexible(true).from_reader(input);
     let header = reader.headers().context("reading the CSV header")?.clone();
+    // A column given twice would be read from one of the two copies, silently: refuse it.
+    for (index, name) in header.iter().enumerate() {
+        if let Some(first) = header.iter().take(index).position(|earlier| earlier == name) {
+            bail!("the CSV header names column '{name}' twice (columns {} and {})", first + 1, index + 1);
+        }
+    }
     let feature_index = column_indices(&header, &predictor.schema().feature_names(), "model feature")?;
     let keep_index = column_indices(&header, &options.keep, "--keep")?;
     std::thread::scope(|scope| {

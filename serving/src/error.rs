@@ -220,7 +220,7 @@ pub enum ProtocolError {
     NotAnInteger { input: String, element: usize, value: f64, datatype: String },
 
     #[error("input '{input}', element {element}: {value} is out of range for {datatype}")]
-    IntegerOutOfRange { input: String, element: usize, value: f64, datatype: String },
+    IntegerOutOfRange { input: String, element: usize, value: String, datatype: String },
 
     #[error("input '{input}': binary BYTES data ends inside element {element}")]
     BytesTruncated { input: String, element: usize },
@@ -239,6 +239,9 @@ pub enum ProtocolError {
 
     #[error("unexpected inference output '{output}' for model '{model}'; the model's outputs are {known:?}")]
     UnknownOutput { model: String, output: String, known: Vec<&'static str> },
+
+    #[error("output '{output}' is requested twice for model '{model}'; name each output once")]
+    DuplicateOutput { model: String, output: String },
 
     #[error("model '{model}', row {row}: each instance must be an object of column -> value, got {got}")]
     NotAnObject { model: String, row: usize, got: String },

@@ -11,7 +11,10 @@ use serde::de::{self, DeserializeSeed, Deserializer, IgnoredAny, MapAccess, SeqA
 /// One value as sent.
 #[derive(Debug, PartialEq)]
 pub enum Scalar<'a> {
+    /// A number written with a fraction or an exponent.
     Number(f64),
+    /// A number written as an integer, exactly (an `f64` cannot tell 2^63 from `i64::MAX`).
+    Integer(i128),
     Text(Cow<'a, str>),
     Null,
     /// Anything else (a boolean, an array where none is allowed, an object), described for the
@@ -24,6 +27,7 @@ impl Scalar<'_> {
     pub fn describe(&self) -> String {
         match self {
             Scalar::Number(x) => x.to_string(),
+            Scalar::Integer(x) => x.to_string(),
             Scalar::Text(s) => format!("{s:?}"),
             Scalar::Null => "null".into(),
             Scalar::Invalid(what) => what.clone(),
@@ -55,10 +59,12 @@ impl<'de: 'a, 'a> Visitor<'de> for ScalarSink<'_, 'a> {
         Ok(())
     }
     fn visit_i64<E: de::Error>(self, v: i64) -> Result<(), E> {
-        self.visit_f64(v as f64)
+        self.out.push(Scalar::Integer(v.into()));
+        Ok(())
     }
     fn visit_u64<E: de::Error>(self, v: u64) -> Result<(), E> {
-        self.visit_f64(v as f64)
+        self.out.push(Scalar::Integer(v.into()));
+        Ok(())
     }
     fn visit_borrowed_str<E: de::Error>(self, v: &'de str) -> Result<(), E> {
         self.out.push(Scalar::Text(Cow::Borrowed(v)));
@@ -131,7 +137,7 @@ mod tests {
         assert_eq!(
             flat,
             [
-                Scalar::Number(1.0),
+                Scalar::Integer(1),
                 Scalar::Number(2.5),
                 Scalar::Null,
                 Scalar::Text("a\"b".into()),
@@ -139,6 +145,12 @@ mod tests {
                 Scalar::Number(1000.0)
             ]
         );
+        // Integers are kept exactly, past what an f64 holds.
+        assert_eq!(read("[9223372036854775807, 18446744073709551615, -9223372036854775808]", true), [
+            Scalar::Integer(i64::MAX.into()),
+            Scalar::Integer(u64::MAX.into()),
+            Scalar::Integer(i64::MIN.into())
+        ]);
         assert!(flat[4] == Scalar::Number(0.0) && matches!(flat[4], Scalar::Number(z) if z.is_sign_negative()));
         // Strings without escapes borrow from the body.
         assert!(matches!(&read(r#""plain""#, false)[0], Scalar::Text(Cow::Borrowed("plain"))));

@@ -123,16 +123,16 @@ impl DataType {
     }
 
     /// The inclusive range an integer datatype can hold, `None` for floating point.
-    fn integer_range(self) -> Option<(f64, f64)> {
+    fn integer_range(self) -> Option<(i128, i128)> {
         Some(match self {
-            Self::U8 => (0.0, f64::from(u8::MAX)),
-            Self::U16 => (0.0, f64::from(u16::MAX)),
-            Self::U32 => (0.0, f64::from(u32::MAX)),
-            Self::U64 => (0.0, u64::MAX as f64),
-            Self::I8 => (f64::from(i8::MIN), f64::from(i8::MAX)),
-            Self::I16 => (f64::from(i16::MIN), f64::from(i16::MAX)),
-            Self::I32 => (f64::from(i32::MIN), f64::from(i32::MAX)),
-            Self::I64 => (i64::MIN as f64, i64::MAX as f64),
+            Self::U8 => (0, u8::MAX.into()),
+            Self::U16 => (0, u16::MAX.into()),
+            Self::U32 => (0, u32::MAX.into()),
+            Self::U64 => (0, u64::MAX.into()),
+            Self::I8 => (i8::MIN.into(), i8::MAX.into()),
+            Self::I16 => (i16::MIN.into(), i16::MAX.into()),
+            Self::I32 => (i32::MIN.into(), i32::MAX.into()),
+            Self::I64 => (i64::MIN.into(), i64::MAX.into()),
             _ => return None,
         })
     }
@@ -330,11 +330,24 @@ fn decode_json<'a>(
                     if value.fract() != 0.0 {
                         return Err(ProtocolError::NotAnInteger { input: input(), element, value, datatype });
                     }
-                    if value < low || value > high {
+                    // high + 1 is a power of two, exact in f64; `value > high as f64` would let
+                    // 2^63 through for INT64, since i64::MAX rounds up to it.
+                    if value < low as f64 || value >= (high + 1) as f64 {
+                        let value = value.to_string();
                         return Err(ProtocolError::IntegerOutOfRange { input: input(), element, value, datatype });
                     }
                 }
                 // An FP32 tensor carries f32 values, whichever way it travels.
+                Ok(if datatype == DataType::F32 { f64::from(value as f32) } else { value })
+            }
+            &Scalar::Integer(value) => {
+                if let Some((low, high)) = datatype.integer_range() {
+                    if value < low || value > high {
+                        let (value, datatype) = (value.to_string(), tensor.datatype.clone());
+                        return Err(ProtocolError::IntegerOutOfRange { input: input(), element, value, datatype });
+                    }
+                }
+                let value = value as f64;
                 Ok(if datatype == DataType::F32 { f64::from(value as f32) } else { value })
             }
             Scalar::Null => Ok(f64::NAN),
@@ -423,8 +436,13 @@ pub fn plan_outputs(model: &LoadedModel, request: &InferRequest<'_>) -> Result<O
         None => known.iter().map(|n| (n.to_string(), all_binary)).collect(),
         Some(requested) => requested
             .iter()
-            .map(|o| {
-                if known.contains(&o.name.as_str()) {
+            .enumerate()
+            .map(|(index, o)| {
+                // Each output at most once: a response can never be larger than one copy of
+                // every output for the request's rows.
+                if requested[..index].iter().any(|earlier| earlier.name == o.name) {
+                    Err(ProtocolError::DuplicateOutput { model: model.name.clone(), output: o.name.clone() })
+                } else if known.contains(&o.name.as_str()) {
                     Ok((o.name.clone(), all_binary || flag(&o.parameters, "binary_data")))
                 } else {
                     Err(ProtocolError::UnknownOutput {

@@ -316,6 +316,9 @@ async fn connection<S>(
     let mut builder = hyper::server::conn::http1::Builder::new();
     // The watchdog below bounds header time; hyper's own timer would also count idle time.
     builder.header_read_timeout(None).keep_alive(true);
+    // Past the router's own limits (`http::MAX_HEADERS`), so that a head over them gets the
+    // router's JSON 431 rather than hyper's empty one.
+    builder.max_headers(2 * crate::http::MAX_HEADERS);
     let conn = builder.serve_connection(io, service);
     tokio::pin!(conn);
     loop {

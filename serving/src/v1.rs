@@ -86,6 +86,7 @@ pub fn decode_instances<'a>(model: &LoadedModel, request: &'a V1Request<'_>) -> 
         let cells = keys.iter().zip(values).map(|(column, value)| {
             let cell = match value {
                 Scalar::Number(n) => Cell::Number(*n),
+                Scalar::Integer(n) => Cell::Number(*n as f64),
                 Scalar::Text(text) => Cell::Text(text.as_ref()),
                 Scalar::Null | Scalar::Invalid(_) => Cell::Missing,
             };

@@ -17,8 +17,15 @@ use crate::postprocess::TargetTransform;
 use crate::preprocess::{FittedColumn, Preprocessor};
 use crate::schema::{ColumnKind, Schema, Task};
 
-/// The manifest format this build reads and writes.
-pub const FORMAT_VERSION: u32 = 1;
+/// The manifest format this build reads and writes. Version 2 added `manifest_sha256`.
+pub const FORMAT_VERSION: u32 = 2;
+
+/// The widest layer, the most hidden layers and the most parameters a manifest may describe:
+/// far beyond any tabular model, and small enough that building the network cannot exhaust
+/// memory or overflow a size computation.
+pub const MAX_LAYER_WIDTH: usize = 1 << 16;
+pub const MAX_HIDDEN_LAYERS: usize = 64;
+pub const MAX_PARAMETERS: usize = 1 << 28;
 pub const MANIFEST_FILE: &str = "manifest.json";
 pub const WEIGHTS_FILE: &str = "weights.mpk";
 pub const ONNX_FILE: &str = "model.onnx";
@@ -69,6 +76,9 @@ pub struct Manifest {
     pub metrics: BTreeMap<String, f64>,
     pub provenance: Provenance,
     pub weights: WeightsInfo,
+    /// SHA-256 of this manifest's content ([`Manifest::content_sha256`]), so that an edited
+    /// number is caught at load time like a changed weight. [`Manifest::to_json`] fills it in.
+    pub manifest_sha256: String,
 }
 
 impl Manifest {
@@ -85,12 +95,34 @@ impl Manifest {
             return Err(ArtifactError::UnsupportedFormat { found: version.format_version, supported: FORMAT_VERSION });
         }
         let manifest: Manifest = serde_json::from_slice(bytes).map_err(|e| ArtifactError::Manifest(e.to_string()))?;
+        let actual = manifest.content_sha256()?;
+        if actual != manifest.manifest_sha256 {
+            return Err(ArtifactError::ManifestChecksumMismatch { expected: manifest.manifest_sha256.clone(), actual });
+        }
         manifest.validate()?;
         Ok(manifest)
     }
 
+    /// SHA-256 of the manifest's content: its compact JSON with `manifest_sha256` left empty.
+    /// Serialization is deterministic (fields in declaration order, maps sorted, floats in their
+    /// shortest round-trip form), so the checksum survives reformatting but not an edited value.
+    pub fn content_sha256(&self) -> Result<String, ArtifactError> {
+        let mut content = self.clone();
+        content.manifest_sha256.clear();
+        let json = serde_json::to_vec(&content).map_err(|e| ArtifactError::Manifest(e.to_string()))?;
+        Ok(sha256_hex(&json))
+    }
+
+    /// The manifest as written to `manifest.json`: pretty JSON with its checksum filled in.
+    pub fn to_json(&self) -> Result<Vec<u8>, ArtifactError> {
+        let mut sealed = self.clone();
+        sealed.manifest_sha256 = self.content_sha256()?;
+        serde_json::to_vec_pretty(&sealed).map_err(|e| ArtifactError::Manifest(e.to_string()))
+    }
+
     fn validate(&self) -> Result<(), ArtifactError> {
         let bad = |m: String| Err(ArtifactError::Manifest(m));
+        self.validate_numbers()?;
         if self.schema.features.len() != self.preprocessing.columns.len() {
             return bad(format!(
                 "schema has {} features but preprocessing has {} columns",
@@ -136,6 +168,55 @@ impl Manifest {
                 self.labels.len(),
                 self.network.n_outputs
             ));
+        }
+        Ok(())
+    }
+}
+
+impl Manifest {
+    /// Numbers that no model can be served with: they are refused here, at load time, rather
+    /// than by a panic while building the network or by blaming every request later.
+    fn validate_numbers(&self) -> Result<(), ArtifactError> {
+        let bad = |m: String| Err(ArtifactError::Manifest(m));
+        for column in &self.preprocessing.columns {
+            if let FittedColumn::Numeric { name, median, mean, std } = column {
+                if !(median.is_finite() && mean.is_finite()) {
+                    return bad(format!("preprocessing column '{name}': median {median} and mean {mean} must be finite"));
+                }
+                if !(std.is_finite() && *std > 0.0) {
+                    return bad(format!("preprocessing column '{name}': std {std} must be finite and positive"));
+                }
+            }
+        }
+        if let TargetTransform::Standardize { mean, std } | TargetTransform::LogStandardize { mean, std } =
+            self.target_transform
+            && !(mean.is_finite() && std.is_finite() && std > 0.0)
+        {
+            return bad(format!("target_transform: mean {mean} must be finite and std {std} finite and positive"));
+        }
+        let network = &self.network;
+        if network.hidden_layers.len() > MAX_HIDDEN_LAYERS {
+            return bad(format!("network has {} hidden layers; at most {MAX_HIDDEN_LAYERS}", network.hidden_layers.len()));
+        }
+        let widths = std::iter::once(("n_features", network.n_features))
+            .chain(network.hidden_layers.iter().map(|&w| ("hidden_layers", w)))
+            .chain(std::iter::once(("n_outputs", network.n_outputs)));
+        let mut parameters = 0usize;
+        let mut previous: Option<usize> = None;
+        for (what, width) in widths {
+            if width == 0 || width > MAX_LAYER_WIDTH {
+                return bad(format!("network {what} has a width of {width}; it must be 1 to {MAX_LAYER_WIDTH}"));
+            }
+            if let Some(previous) = previous {
+                parameters = parameters.saturating_add(previous.saturating_mul(width).saturating_add(width));
+            }
+            previous = Some(width);
+        }
+        if parameters > MAX_PARAMETERS {
+            return bad(format!("network has {parameters} parameters; at most {MAX_PARAMETERS}"));
+        }
+        if !(0.0..1.0).contains(&network.dropout) {
+            return bad(format!("network dropout {} must be in [0, 1)", network.dropout));
         }
         Ok(())
     }

@@ -40,6 +40,14 @@ pub enum InputError {
          standard deviation, it is not a finite 32-bit float)"
     )]
     OutOfRange { column: String, row: usize, value: f64 },
+
+    /// Every input was in range, yet the prediction is not a finite number: the row is so far
+    /// from the training data that the network or the inverse target transform overflows.
+    #[error(
+        "the prediction is not a finite number ({value}): the inputs are too far outside the training data for this \
+         model"
+    )]
+    NotFinite { row: usize, value: f32 },
 }
 
 impl InputError {
@@ -49,7 +57,8 @@ impl InputError {
             Self::NotANumber { row, .. }
             | Self::NotText { row, .. }
             | Self::UnknownCategory { row, .. }
-            | Self::OutOfRange { row, .. } => Some(*row),
+            | Self::OutOfRange { row, .. }
+            | Self::NotFinite { row, .. } => Some(*row),
             _ => None,
         }
     }
@@ -58,7 +67,8 @@ impl InputError {
 /// A problem reading or checking a model artifact.
 #[derive(Debug, thiserror::Error)]
 pub enum ArtifactError {
-    #[error("reading {path:?}: {source}")]
+    /// The OS error is the source, not part of the message, so a chain of causes prints it once.
+    #[error("reading {path:?}")]
     Io { path: PathBuf, source: std::io::Error },
 
     #[error("manifest is not valid: {0}")]
@@ -69,6 +79,12 @@ pub enum ArtifactError {
 
     #[error("weights checksum mismatch: manifest says sha256 {expected}, file has {actual}")]
     ChecksumMismatch { expected: String, actual: String },
+
+    #[error(
+        "manifest checksum mismatch: manifest_sha256 is '{expected}' but its content hashes to {actual} (was the \
+         manifest edited?)"
+    )]
+    ManifestChecksumMismatch { expected: String, actual: String },
 
     #[error("weights do not fit the network described in the manifest: {0}")]
     Weights(String),

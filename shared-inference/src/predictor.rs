@@ -69,9 +69,22 @@ impl Predictor {
     /// Predicts every row it can. Rows that fail are listed with their error, one per row (with
     /// the zero-based row index inside the error); their entries in the predictions hold no
     /// meaningful value and must not be reported.
+    ///
+    /// A row whose prediction is not finite fails with [`InputError::NotFinite`]: no caller
+    /// ever reports `inf` or `NaN` as an answer.
     pub fn predict_partial(&self, batch: &ColumnBatch<'_>) -> (Predictions, Vec<InputError>) {
-        let (features, errors) = self.preprocess_partial(batch);
-        (self.predict_features(features, batch.n_rows()), errors)
+        let (features, mut errors) = self.preprocess_partial(batch);
+        let predictions = self.predict_features(features, batch.n_rows());
+        let first_failure = errors.len();
+        for (row, value) in predictions.non_finite_rows() {
+            if !errors[..first_failure].iter().any(|e| e.row() == Some(row)) {
+                errors.push(InputError::NotFinite { row, value });
+            }
+        }
+        if errors.len() > first_failure {
+            errors.sort_by_key(|e| e.row());
+        }
+        (predictions, errors)
     }
 
     /// The first half of [`Self::predict_partial`]: features for [`Self::predict_features`],

@@ -165,9 +165,10 @@ pub fn train(config: &TrainConfig, options: &TrainOptions) -> anyhow::Result<Tra
             sha256: sha256_hex(&trained.weights),
             recorder: "burn NamedMpkBytesRecorder<FullPrecisionSettings>".to_string(),
         },
+        manifest_sha256: String::new(),
     };
     // Evaluate the test split through the same Predictor that serving builds from the artifact.
-    let artifact = Artifact::from_parts(&serde_json::to_vec(&manifest)?, trained.weights.clone())?;
+    let artifact = Artifact::from_parts(&manifest.to_json()?, trained.weights.clone())?;
     let predictor = Predictor::new(&artifact)?;
     manifest.metrics = evaluate_table(&predictor, &test_table)?.metrics;
 

@@ -35,7 +35,7 @@ pub fn write_artifact(out: &Path, mut manifest: Manifest, files: &[(&str, &[u8])
         // Another trainer may claim a version between our look and our rename: retry upwards.
         for _ in 0..16 {
             manifest.version = latest_version(&model_dir)? + 1;
-            let json = serde_json::to_vec_pretty(&manifest)?;
+            let json = manifest.to_json()?;
             write_file(&temporary.join(MANIFEST_FILE), &json)?;
             for (name, bytes) in files {
                 write_file(&temporary.join(name), bytes)?;

@@ -100,10 +100,11 @@ fn write_model(root: &Path, spec: ModelSpec<'_>) {
             sha256: sha256_hex(&weights),
             recorder: "burn NamedMpkBytesRecorder<FullPrecisionSettings>".into(),
         },
+        manifest_sha256: String::new(),
     };
     let dir = root.join(spec.name).join(spec.version.to_string());
     std::fs::create_dir_all(&dir).expect("create the version directory");
-    let json = serde_json::to_vec_pretty(&manifest).expect("the manifest serializes");
+    let json = manifest.to_json().expect("the manifest serializes");
     std::fs::write(dir.join(MANIFEST_FILE), json).expect("write manifest.json");
     std::fs::write(dir.join(WEIGHTS_FILE), weights).expect("write weights.mpk");
 }
