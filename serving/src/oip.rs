@@ -326,13 +326,18 @@ fn decode_json<'a>(
         .map(|(element, v)| match v {
             &Scalar::Number(value) => {
                 if let Some((low, high)) = datatype.integer_range() {
+                    let is_i64 = datatype == DataType::I64;
                     let datatype = tensor.datatype.clone();
                     if value.fract() != 0.0 {
                         return Err(ProtocolError::NotAnInteger { input: input(), element, value, datatype });
                     }
-                    // high + 1 is a power of two, exact in f64; `value > high as f64` would let
-                    // 2^63 through for INT64, since i64::MAX rounds up to it.
-                    if value < low as f64 || value >= (high + 1) as f64 {
+                    // Integers written as integers arrive as `Scalar::Integer`, exactly; this is a
+                    // number written with a fraction or exponent, or an integer too long for
+                    // 64 bits. high + 1 is a power of two, exact in f64 (`value > high as f64`
+                    // would let 2^63 through for INT64, as i64::MAX rounds up to it); likewise
+                    // -2^63 - 1 rounds to -2^63, so for INT64 that end is exclusive here too.
+                    let below = if is_i64 { value <= low as f64 } else { value < low as f64 };
+                    if below || value >= (high + 1) as f64 {
                         let value = value.to_string();
                         return Err(ProtocolError::IntegerOutOfRange { input: input(), element, value, datatype });
                     }
