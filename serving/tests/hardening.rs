@@ -434,3 +434,24 @@ async fn a_damaged_version_is_reported_and_skipped_and_strict_stops_instead() {
     assert_eq!(ready.status, StatusCode::SERVICE_UNAVAILABLE);
     assert!(ready.text().contains("gone"), "{}", ready.text());
 }
+
+#[test]
+fn a_csv_header_naming_a_column_twice_is_refused_not_read_from_one_copy() {
+    let fixture = Fixture::new();
+    let predictor = fixture.predictor("houses", 1);
+    let options = serving::batch::BatchOptions {
+        input_format: serving::batch::Format::Csv,
+        output_format: serving::batch::Format::Csv,
+        keep: vec![],
+        chunk_rows: 16,
+    };
+    let csv = "area,rooms,city,area\n80,3,Oslo,90\n";
+    let mut out = Vec::new();
+    let error = serving::batch::score(&predictor, std::io::Cursor::new(csv), &mut out, &options, |_| {})
+        .expect_err("a duplicated column is refused");
+    assert_mentions(&format!("{error:#}"), &["column 'area' twice", "columns 1 and 4"]);
+    let fine = "area,rooms,city\n80,3,Oslo\n";
+    let summary = serving::batch::score(&predictor, std::io::Cursor::new(fine), &mut out, &options, |_| {})
+        .expect("scores");
+    assert_eq!((summary.rows, summary.failed), (1, 0));
+}

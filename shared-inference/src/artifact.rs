@@ -114,7 +114,12 @@ impl Manifest {
     }
 
     /// The manifest as written to `manifest.json`: pretty JSON with its checksum filled in.
+    /// Fails on a metric that is not finite: JSON has no such number, and the manifest would
+    /// not read back.
     pub fn to_json(&self) -> Result<Vec<u8>, ArtifactError> {
+        if let Some((name, value)) = self.metrics.iter().find(|(_, v)| !v.is_finite()) {
+            return Err(ArtifactError::Manifest(format!("metric '{name}' is {value}, which JSON cannot hold")));
+        }
         let mut sealed = self.clone();
         sealed.manifest_sha256 = self.content_sha256()?;
         serde_json::to_vec_pretty(&sealed).map_err(|e| ArtifactError::Manifest(e.to_string()))
@@ -291,4 +296,92 @@ fn check_shapes<B: Backend>(model: &Mlp<B>, config: &MlpConfig) -> Result<(), Ar
 /// Lower-case hex SHA-256 of `bytes`.
 pub fn sha256_hex(bytes: &[u8]) -> String {
     Sha256::digest(bytes).iter().map(|b| format!("{b:02x}")).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::ActivationKind;
+    use crate::schema::ColumnSpec;
+
+    fn manifest() -> Manifest {
+        Manifest {
+            format_version: FORMAT_VERSION,
+            name: "m".into(),
+            version: 1,
+            schema: Schema {
+                features: vec![ColumnSpec { name: "x".into(), kind: ColumnKind::Numeric }],
+                target: "y".into(),
+                task: Task::Regression,
+            },
+            preprocessing: Preprocessor {
+                columns: vec![FittedColumn::Numeric { name: "x".into(), median: 1.0, mean: 1.5, std: 0.25 }],
+            },
+            network: MlpConfig {
+                n_features: 1,
+                hidden_layers: vec![4],
+                n_outputs: 1,
+                activation: ActivationKind::Relu,
+                dropout: 0.1,
+            },
+            labels: vec![],
+            target_transform: TargetTransform::Standardize { mean: 10.0, std: 2.0 },
+            metrics: BTreeMap::from([("rmse".to_string(), 0.125)]),
+            provenance: Provenance { config: serde_json::json!({ "lr": 1e-3, "b": [1, 2] }), ..Provenance::default() },
+            weights: WeightsInfo { file: WEIGHTS_FILE.into(), sha256: "00".into(), recorder: "r".into() },
+            manifest_sha256: String::new(),
+        }
+    }
+
+    #[test]
+    fn the_manifest_checksum_survives_reformatting_and_catches_an_edited_number() {
+        let sealed = manifest().to_json().expect("seals");
+        let read = Manifest::from_json(&sealed).expect("a sealed manifest reads back");
+        assert_eq!(read.manifest_sha256, manifest().content_sha256().expect("hash"));
+        // Whitespace and field order do not change the content.
+        let value: serde_json::Value = serde_json::from_slice(&sealed).expect("JSON");
+        Manifest::from_json(&serde_json::to_vec(&value).expect("compact")).expect("compact form reads");
+        // One number edited by hand: refused, naming the checksum.
+        let text = String::from_utf8(sealed).expect("utf-8");
+        for (from, to) in [("\"std\": 0.25", "\"std\": 0.26"), ("\"rmse\": 0.125", "\"rmse\": 0.5"), ("\"lr\": 0.001", "\"lr\": 0.01")] {
+            assert!(text.contains(from), "{from} not in {text}");
+            let edited = text.replacen(from, to, 1);
+            let error = Manifest::from_json(edited.as_bytes()).expect_err("an edited manifest is refused");
+            assert!(matches!(error, ArtifactError::ManifestChecksumMismatch { .. }), "{error:?}");
+            assert!(error.to_string().contains("was the manifest edited?"), "{error}");
+        }
+        let mut nan = manifest();
+        nan.metrics.insert("r2".into(), f64::NAN);
+        assert!(nan.to_json().expect_err("NaN cannot be written").to_string().contains("metric 'r2' is NaN"));
+        // An unsealed manifest (no checksum) is refused too.
+        let mut unsealed: serde_json::Value = serde_json::from_str(&text).expect("JSON");
+        unsealed["manifest_sha256"] = "".into();
+        assert!(matches!(
+            Manifest::from_json(&serde_json::to_vec(&unsealed).expect("bytes")),
+            Err(ArtifactError::ManifestChecksumMismatch { .. })
+        ));
+    }
+
+    #[test]
+    fn numbers_that_cannot_be_served_are_refused_at_load_with_the_reason() {
+        type Edit = fn(&mut Manifest);
+        let cases: [(Edit, &str); 8] = [
+            (|m| m.preprocessing.columns[0] = FittedColumn::Numeric { name: "x".into(), median: 1.0, mean: 1.5, std: 0.0 }, "column 'x': std 0 must be finite and positive"),
+            (|m| m.target_transform = TargetTransform::LogStandardize { mean: 0.0, std: -1.0 }, "target_transform"),
+            (|m| m.network.hidden_layers = vec![2_000_000_000], "hidden_layers has a width of 2000000000"),
+            (|m| m.network.hidden_layers = vec![0], "hidden_layers has a width of 0"),
+            (|m| m.network.hidden_layers = vec![60_000; 2], "parameters; at most"),
+            (|m| m.network.hidden_layers = vec![4; 65], "65 hidden layers"),
+            (|m| m.network.dropout = 1.0, "dropout 1 must be in [0, 1)"),
+            (|m| m.network.n_outputs = 0, "n_outputs has a width of 0"),
+        ];
+        for (edit, expected) in cases {
+            let mut bad = manifest();
+            edit(&mut bad);
+            // Sealed as a trainer would: the checksum holds, the numbers do not.
+            let error = Manifest::from_json(&bad.to_json().expect("seals")).expect_err(expected);
+            assert!(matches!(error, ArtifactError::Manifest(_)), "{error:?}");
+            assert!(error.to_string().contains(expected), "{error} should mention {expected}");
+        }
+    }
 }
