@@ -1,8 +1,10 @@
 //! End-to-end tests across the crates: the wall between training and serving, parity between
 //! the trainer's evaluation and every serving path, the real server binary under load and
-//! shutdown, and batch scoring of files with bad rows.
+//! shutdown and against slow, over-limit, unauthorized or TLS clients and damaged artifacts,
+//! and batch scoring of files with bad rows.
 
 mod batch_scoring;
+mod hardening;
 mod missing_values;
 mod onnx;
 mod parity;

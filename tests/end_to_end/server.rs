@@ -41,7 +41,7 @@ fn start_server() -> (Child, SocketAddr, Arc<Mutex<Vec<String>>>) {
     (child, addr, log)
 }
 
-fn wait_ready(addr: SocketAddr) {
+pub(crate) fn wait_ready(addr: SocketAddr) {
     let deadline = Instant::now() + Duration::from_secs(10);
     while Instant::now() < deadline {
         if let Outcome::Answered(r) = send(addr, "GET", "/v2/health/ready", &[], b"")
@@ -54,7 +54,7 @@ fn wait_ready(addr: SocketAddr) {
     panic!("server at {addr} never became ready");
 }
 
-fn diamonds_record(i: usize) -> Value {
+pub(crate) fn diamonds_record(i: usize) -> Value {
     let cuts = ["Fair", "Good", "Very Good", "Premium", "Ideal"];
     json!({
         "carat": 0.2 + (i % 40) as f64 * 0.05, "cut": cuts[i % 5], "color": "E", "clarity": "VS1",

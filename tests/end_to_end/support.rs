@@ -134,7 +134,8 @@ pub fn send(addr: SocketAddr, method: &str, path: &str, headers: &[(&str, &str)]
     parse_response(&raw).map_or_else(Outcome::Broken, Outcome::Answered)
 }
 
-fn parse_response(raw: &[u8]) -> Result<Response, String> {
+/// Parses one whole response (head and body, chunked or with a `Content-Length`).
+pub fn parse_response(raw: &[u8]) -> Result<Response, String> {
     let split = raw.windows(4).position(|w| w == b"\r\n\r\n").ok_or("no end of headers")?;
     let head = std::str::from_utf8(&raw[..split]).map_err(|e| e.to_string())?;
     let mut lines = head.split("\r\n");
