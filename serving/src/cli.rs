@@ -37,9 +37,21 @@ pub struct ServeArgs {
     /// version get the latest.
     #[arg(long, value_name = "DIR", required_unless_present = "model")]
     pub model_repository: Option<PathBuf>,
-    /// Serve only this version directory (<repository>/<name>/<version>); repeatable.
+    /// Serve only this version directory (<repository>/<name>/<version>); repeatable. Without
+    /// --model-repository, what is served never changes.
     #[arg(long, value_name = "DIR")]
     pub model: Vec<PathBuf>,
+    /// How the repository's contents reach the server after start-up: `poll` rescans it (and
+    /// serving.toml) every --poll-interval-seconds; `explicit` changes only through
+    /// POST /v2/repository/models/<name>/load and .../unload; `none` loads it once.
+    #[arg(long, value_enum, default_value = "poll")]
+    pub model_control: crate::repository::ModelControl,
+    /// Seconds between two scans of the repository in `poll` mode.
+    #[arg(long, default_value_t = 2.0)]
+    pub poll_interval_seconds: f64,
+    /// `explicit` mode: load this model at start (repeatable; default: every model).
+    #[arg(long, value_name = "NAME")]
+    pub load_model: Vec<String>,
     /// Address to listen on. Loopback by default: expose it deliberately.
     #[arg(long, default_value = "127.0.0.1:8000")]
     pub addr: SocketAddr,
@@ -165,13 +177,27 @@ fn init_logging(format: LogFormat) {
 fn serve(args: ServeArgs) -> anyhow::Result<()> {
     init_logging(args.log_format);
     let started = std::time::Instant::now();
-    let mut registry = match &args.model_repository {
-        Some(root) => Registry::load_repository(root, args.strict)?,
-        None => Registry::default(),
+    let repository = match &args.model_repository {
+        Some(root) => {
+            if !args.model.is_empty() {
+                bail!("--model DIR serves a fixed set of versions; give either it or --model-repository");
+            }
+            crate::repository::Repository::open(root, args.model_control, args.strict, &args.load_model)?
+        }
+        None => {
+            let mut registry = Registry::default();
+            for dir in &args.model {
+                registry.load_version(dir)?;
+            }
+            crate::repository::Repository::fixed(registry)
+        }
     };
-    for dir in &args.model {
-        registry.load_version(dir)?;
+    if !(args.poll_interval_seconds.is_finite() && args.poll_interval_seconds >= 0.05) {
+        bail!("--poll-interval-seconds must be at least 0.05, got {}", args.poll_interval_seconds);
     }
+    let repository = std::sync::Arc::new(repository);
+    repository.start_polling(Duration::from_secs_f64(args.poll_interval_seconds)).context("starting the repository poller")?;
+    let registry = repository.registry();
     for failure in registry.failures() {
         tracing::error!(
             model = failure.model,
@@ -233,7 +259,9 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
         request_backstop: limits.body_timeout + limits.timeout + Duration::from_secs(30),
     };
     let access = crate::http::Access { tokens, protect_metrics: args.protect_metrics };
-    let state = AppState::with_access(registry, limits, access).context("starting the inference threads")?;
+    drop(registry);
+    tracing::info!(model_control = args.model_control.as_str(), "model repository opened");
+    let state = AppState::with_repository(repository, limits, access).context("starting the inference threads")?;
     tracing::info!(threads = state.inference_threads(), "inference threads started");
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     runtime.block_on(async move {

@@ -20,6 +20,9 @@ pub enum ServeError {
     #[error(transparent)]
     Lookup(#[from] LookupError),
 
+    #[error(transparent)]
+    Control(#[from] crate::repository::ControlError),
+
     #[error("no such endpoint: {0}; see the Open Inference Protocol v2 and KServe v1 paths")]
     UnknownEndpoint(String),
 
@@ -94,7 +97,12 @@ impl ServeError {
             Self::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
             Self::BodyTimeout { .. } => StatusCode::REQUEST_TIMEOUT,
             Self::BodiesSaturated { .. } => StatusCode::SERVICE_UNAVAILABLE,
+            Self::Lookup(LookupError::NotServed { .. }) => StatusCode::SERVICE_UNAVAILABLE,
             Self::Lookup(_) | Self::UnknownEndpoint(_) => StatusCode::NOT_FOUND,
+            Self::Control(crate::repository::ControlError::UnknownModel(_) | crate::repository::ControlError::NotLoaded(_)) => {
+                StatusCode::NOT_FOUND
+            }
+            Self::Control(_) => StatusCode::BAD_REQUEST,
             Self::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             Self::Saturated { .. } | Self::Timeout { .. } | Self::ShuttingDown { .. } => {
                 StatusCode::SERVICE_UNAVAILABLE

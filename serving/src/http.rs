@@ -23,9 +23,10 @@ use crate::error::ServeError;
 use crate::metrics::Metrics;
 use crate::oip;
 use crate::pool::InferencePool;
-use crate::registry::{LoadedModel, Registry};
+use crate::registry::{LoadedModel, Registry, Target};
+use crate::repository::Repository;
 use crate::v1;
-use shared_inference::output;
+use shared_inference::{Predictions, output};
 
 /// Operational limits of the server.
 #[derive(Debug, Clone, Copy)]
@@ -77,7 +78,7 @@ pub const DEFAULT_INLINE_MAX_BYTES: usize = 16 * 1024;
 /// Shared by every handler.
 #[derive(Debug)]
 pub struct AppState {
-    pub registry: Registry,
+    pub repository: Arc<Repository>,
     pub metrics: Metrics,
     pub limits: Limits,
     permits: Arc<Semaphore>,
@@ -86,6 +87,7 @@ pub struct AppState {
     next_request_id: AtomicU64,
     /// Bytes of request bodies currently held while they arrive.
     buffered_body_bytes: AtomicUsize,
+    shadow_in_flight: AtomicUsize,
     pub access: Access,
 }
 
@@ -104,8 +106,13 @@ impl AppState {
 
     /// As [`AppState::new`], with access control.
     pub fn with_access(registry: Registry, limits: Limits, access: Access) -> std::io::Result<Arc<Self>> {
+        Self::with_repository(Arc::new(Repository::fixed(registry)), limits, access)
+    }
+
+    /// Over a live repository.
+    pub fn with_repository(repository: Arc<Repository>, limits: Limits, access: Access) -> std::io::Result<Arc<Self>> {
         Ok(Arc::new(Self {
-            registry,
+            repository,
             metrics: Metrics::default(),
             limits,
             permits: Arc::new(Semaphore::new(limits.max_concurrency)),
@@ -113,6 +120,7 @@ impl AppState {
             ready: AtomicBool::new(true),
             next_request_id: AtomicU64::new(1),
             buffered_body_bytes: AtomicUsize::new(0),
+            shadow_in_flight: AtomicUsize::new(0),
             access,
         }))
     }
@@ -130,6 +138,11 @@ impl AppState {
     fn is_ready(&self) -> bool {
         self.ready.load(Ordering::SeqCst)
     }
+
+    /// The snapshot of the repository to answer from.
+    pub fn registry(&self) -> Arc<Registry> {
+        self.repository.registry()
+    }
 }
 
 pub fn app(state: Arc<AppState>) -> Router {
@@ -146,6 +159,10 @@ pub fn app(state: Arc<AppState>) -> Router {
         .route("/v2/models/{model}/config", get(model_config))
         .route("/v2/models/{model}/infer", post(infer))
         .route("/v2/models/{model}/versions/{version}/infer", post(infer_version))
+        .route("/v2/models/{model}/labels/{label}/infer", post(infer_label))
+        .route("/v2/repository/index", post(repository_index))
+        .route("/v2/repository/models/{model}/load", post(repository_load))
+        .route("/v2/repository/models/{model}/unload", post(repository_unload))
         .route("/v1/models/{target}", get(v1_model).post(v1_predict))
         .route("/metrics", get(metrics))
         .fallback(|uri: axum::http::Uri| async move { ServeError::UnknownEndpoint(uri.path().to_string()) })
@@ -322,7 +339,8 @@ async fn server_ready(State(state): State<Arc<AppState>>) -> Response {
     if !state.is_ready() {
         return ServeError::ShuttingDown { model: None }.into_response();
     }
-    let missing = state.registry.missing_models();
+    let registry = state.registry();
+    let missing = registry.missing_models();
     if missing.is_empty() {
         json_response(StatusCode::OK, &json!({ "ready": true }))
     } else {
@@ -347,13 +365,12 @@ async fn server_metadata() -> Response {
 }
 
 async fn model_index(State(state): State<Arc<AppState>>) -> Response {
-    let models: Vec<_> = state
-        .registry
+    let registry = state.registry();
+    let models: Vec<_> = registry
         .names()
-        .map(|name| json!({ "name": name, "versions": state.registry.versions(name).iter().map(u64::to_string).collect::<Vec<_>>() }))
+        .map(|name| json!({ "name": name, "versions": registry.versions(name).iter().map(u64::to_string).collect::<Vec<_>>() }))
         .collect();
-    let unavailable: Vec<_> = state
-        .registry
+    let unavailable: Vec<_> = registry
         .failures()
         .iter()
         .map(|f| json!({ "name": f.model, "version": f.version.to_string(), "state": "UNAVAILABLE", "reason": f.reason }))
@@ -361,7 +378,7 @@ async fn model_index(State(state): State<Arc<AppState>>) -> Response {
     json_response(StatusCode::OK, &json!({ "models": models, "unavailable": unavailable }))
 }
 
-fn metadata(state: &AppState, model: &LoadedModel) -> serde_json::Value {
+fn metadata(registry: &Registry, model: &LoadedModel) -> serde_json::Value {
     let manifest = model.predictor.manifest();
     let inputs: Vec<_> = manifest
         .schema
@@ -375,7 +392,7 @@ fn metadata(state: &AppState, model: &LoadedModel) -> serde_json::Value {
         .collect();
     json!({
         "name": model.name,
-        "versions": state.registry.versions(&model.name).iter().map(u64::to_string).collect::<Vec<_>>(),
+        "versions": registry.versions(&model.name).iter().map(u64::to_string).collect::<Vec<_>>(),
         "platform": "burn-mlp",
         "inputs": inputs,
         "outputs": outputs,
@@ -393,8 +410,9 @@ fn metadata(state: &AppState, model: &LoadedModel) -> serde_json::Value {
 }
 
 async fn model_metadata(State(state): State<Arc<AppState>>, Path(model): Path<String>) -> Response {
-    match state.registry.get(&model, None) {
-        Ok(m) => json_response(StatusCode::OK, &metadata(&state, m)),
+    let registry = state.registry();
+    match registry.get(&model, None) {
+        Ok(m) => json_response(StatusCode::OK, &metadata(&registry, m)),
         Err(e) => ServeError::from(e).into_response(),
     }
 }
@@ -403,14 +421,15 @@ async fn model_metadata_version(
     State(state): State<Arc<AppState>>,
     Path((model, version)): Path<(String, String)>,
 ) -> Response {
-    match state.registry.get(&model, Some(&version)) {
-        Ok(m) => json_response(StatusCode::OK, &metadata(&state, m)),
+    let registry = state.registry();
+    match registry.get(&model, Some(&version)) {
+        Ok(m) => json_response(StatusCode::OK, &metadata(&registry, m)),
         Err(e) => ServeError::from(e).into_response(),
     }
 }
 
 fn ready_response(state: &AppState, model: &str, version: Option<&str>) -> Response {
-    match state.registry.get(model, version) {
+    match state.registry().get(model, version) {
         Ok(m) if state.ready.load(Ordering::SeqCst) => {
             json_response(StatusCode::OK, &json!({ "name": m.name, "version": m.version.to_string(), "ready": true }))
         }
@@ -437,7 +456,8 @@ fn triton_type(datatype: &str) -> String {
 
 /// Triton's model-configuration extension, which `perf_analyzer` reads.
 async fn model_config(State(state): State<Arc<AppState>>, Path(model): Path<String>) -> Response {
-    let m = match state.registry.get(&model, None) {
+    let registry = state.registry();
+    let m = match registry.get(&model, None) {
         Ok(m) => m,
         Err(e) => return ServeError::from(e).into_response(),
     };
@@ -458,18 +478,75 @@ async fn model_config(State(state): State<Arc<AppState>>, Path(model): Path<Stri
     )
 }
 
+/// Triton's repository index: `[{"name", "version", "state", "reason"}]`; a body of
+/// `{"ready": true}` keeps only the ready versions.
+async fn repository_index(State(state): State<Arc<AppState>>, body: Bytes) -> Response {
+    #[derive(serde::Deserialize)]
+    struct IndexRequest {
+        #[serde(default)]
+        ready: bool,
+    }
+    let ready_only = if body.iter().all(u8::is_ascii_whitespace) {
+        false
+    } else {
+        match serde_json::from_slice::<IndexRequest>(&body) {
+            Ok(request) => request.ready,
+            Err(e) => return ServeError::Protocol(e.into()).into_response(),
+        }
+    };
+    let index: Vec<_> = state
+        .repository
+        .index()
+        .into_iter()
+        .filter(|entry| !ready_only || entry.state == crate::repository::READY)
+        .collect();
+    json_response(StatusCode::OK, &json!(index))
+}
+
+async fn repository_load(State(state): State<Arc<AppState>>, Path(model): Path<String>) -> Response {
+    let repository = state.repository.clone();
+    let name = model.clone();
+    // Loading reads files and runs a warm-up prediction: off the I/O threads.
+    match tokio::task::spawn_blocking(move || repository.load(&name)).await {
+        Ok(Ok(())) => {
+            tracing::info!(model, "model loaded through the repository API");
+            json_response(StatusCode::OK, &json!({}))
+        }
+        Ok(Err(error)) => ServeError::from(error).into_response(),
+        Err(_) => ServeError::Internal { detail: "the load task panicked".into() }.into_response(),
+    }
+}
+
+async fn repository_unload(State(state): State<Arc<AppState>>, Path(model): Path<String>) -> Response {
+    let repository = state.repository.clone();
+    let name = model.clone();
+    match tokio::task::spawn_blocking(move || repository.unload(&name)).await {
+        Ok(Ok(())) => {
+            tracing::info!(model, "model unloaded through the repository API");
+            json_response(StatusCode::OK, &json!({}))
+        }
+        Ok(Err(error)) => ServeError::from(error).into_response(),
+        Err(_) => ServeError::Internal { detail: "the unload task panicked".into() }.into_response(),
+    }
+}
+
 async fn metrics(State(state): State<Arc<AppState>>) -> Response {
     use std::fmt::Write as _;
     let mut text = state.metrics.render();
-    text.push_str("# HELP serving_model_load_failures Model versions that failed to load, by model.\n");
+    text.push_str("# HELP serving_model_load_failures Model versions that are failed to load now, by model.\n");
     text.push_str("# TYPE serving_model_load_failures gauge\n");
-    let mut failures: std::collections::BTreeMap<&str, usize> = state.registry.names().map(|n| (n.as_str(), 0)).collect();
-    for failure in state.registry.failures() {
-        *failures.entry(failure.model.as_str()).or_default() += 1;
-    }
-    for (model, count) in failures {
+    let registry = state.registry();
+    for (model, count) in registry.failure_counts() {
         let _ = writeln!(text, "serving_model_load_failures{{model=\"{model}\"}} {count}");
     }
+    text.push_str("# HELP serving_model_load_failures_total Loads of a model version that failed since start.\n");
+    text.push_str("# TYPE serving_model_load_failures_total counter\n");
+    for (model, count) in registry.load_failures_total() {
+        let _ = writeln!(text, "serving_model_load_failures_total{{model=\"{model}\"}} {count}");
+    }
+    text.push_str("# HELP serving_config_valid Whether the serving.toml on disk is the one in force.\n");
+    text.push_str("# TYPE serving_config_valid gauge\n");
+    let _ = writeln!(text, "serving_config_valid {}", u8::from(registry.config_error().is_none()));
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response()
 }
 
@@ -477,7 +554,7 @@ async fn metrics(State(state): State<Arc<AppState>>) -> Response {
 // the few headers they read are read in place, then the body is taken with the body limit.
 
 async fn infer(State(state): State<Arc<AppState>>, Path(model): Path<String>, request: Request) -> Response {
-    run_inference(state, Protocol::V2, model, None, request).await
+    run_inference(state, Protocol::V2, model, Wanted::Default, request).await
 }
 
 async fn infer_version(
@@ -485,11 +562,19 @@ async fn infer_version(
     Path((model, version)): Path<(String, String)>,
     request: Request,
 ) -> Response {
-    run_inference(state, Protocol::V2, model, Some(version), request).await
+    run_inference(state, Protocol::V2, model, Wanted::Version(version), request).await
+}
+
+async fn infer_label(
+    State(state): State<Arc<AppState>>,
+    Path((model, label)): Path<(String, String)>,
+    request: Request,
+) -> Response {
+    run_inference(state, Protocol::V2, model, Wanted::Label(label), request).await
 }
 
 async fn v1_model(State(state): State<Arc<AppState>>, Path(target): Path<String>) -> Response {
-    match state.registry.get(&target, None) {
+    match state.registry().get(&target, None) {
         Ok(m) => json_response(StatusCode::OK, &json!({ "name": m.name, "ready": state.ready.load(Ordering::SeqCst) })),
         Err(e) => ServeError::from(e).into_response(),
     }
@@ -499,7 +584,7 @@ async fn v1_predict(State(state): State<Arc<AppState>>, Path(mut target): Path<S
     match target.strip_suffix(":predict").map(str::len) {
         Some(len) => {
             target.truncate(len);
-            run_inference(state, Protocol::V1, target, None, request).await
+            run_inference(state, Protocol::V1, target, Wanted::Default, request).await
         }
         None => ServeError::UnknownEndpoint(format!(
             "POST /v1/models/{target} (the KServe v1 path is /v1/models/<name>:predict)"
@@ -523,17 +608,26 @@ impl Protocol {
     }
 }
 
-/// A successful inference: the response and the rows it predicted.
+/// A successful inference: the response, the rows it predicted, and the predictions when a
+/// shadow version must be compared with them.
 struct Answer {
     response: Response,
     rows: usize,
+    predictions: Option<Predictions>,
+}
+
+/// How the request named its version.
+enum Wanted {
+    Default,
+    Version(String),
+    Label(String),
 }
 
 async fn run_inference(
     state: Arc<AppState>,
     protocol: Protocol,
     model_name: String,
-    version: Option<String>,
+    wanted: Wanted,
     request: Request,
 ) -> Response {
     let started = Instant::now();
@@ -544,10 +638,34 @@ async fn run_inference(
         None => HeaderValue::from(state.next_request_id.fetch_add(1, Ordering::Relaxed)),
     };
     let header_length = headers.get(oip::INFERENCE_HEADER).and_then(|v| v.to_str().ok()).map(str::to_string);
-    let model = state.registry.get(&model_name, version.as_deref()).cloned();
-    let served = model.as_ref().ok().cloned();
+    let registry = state.registry();
+    let draw = splitmix(state.next_request_id.fetch_add(1, Ordering::Relaxed));
+    let target = match &wanted {
+        Wanted::Default => {
+            let sticky = registry
+                .routes()
+                .get(&model_name)
+                .and_then(|r| r.sticky_header.as_ref())
+                .and_then(|name| headers.get(name))
+                .map(HeaderValue::as_bytes);
+            Target::Default { sticky, draw }
+        }
+        Wanted::Version(v) => Target::Version(v),
+        Wanted::Label(l) => Target::Label(l),
+    };
+    let routed = registry.route(&model_name, target).map(|(m, label)| (m.clone(), label.map(str::to_string)));
+    let (served, via_label) = match &routed {
+        Ok((model, label)) => (Some(model.clone()), label.clone()),
+        Err(_) => (None, None),
+    };
+    let shadow = match (&served, &wanted) {
+        (Some(_), Wanted::Default) => registry.shadow(&model_name, splitmix(draw)).cloned(),
+        _ => None,
+    }
+    .filter(|s| served.as_ref().is_some_and(|m| m.version != s.version));
+    drop(registry);
     let outcome = async {
-        let model = model?;
+        let model = routed?.0;
         let (body, hold) = read_body(&state, request.into_body()).await?;
         let permit = state
             .permits
@@ -555,12 +673,15 @@ async fn run_inference(
             .try_acquire_owned()
             .map_err(|_| ServeError::Saturated { limit: state.limits.max_concurrency })?;
         let inline = body.len() <= state.limits.inline_max_bytes;
+        let keep = shadow.is_some();
+        let shadow_body = shadow.as_ref().map(|_| body.clone());
+        let shadow_header = header_length.clone();
         let work = move || {
             let _permit = permit;
             let _hold = hold;
             match protocol {
-                Protocol::V2 => predict_v2(&model, &body, header_length.as_deref()),
-                Protocol::V1 => predict_v1(&model, &body),
+                Protocol::V2 => predict_v2(&model, &body, header_length.as_deref(), keep),
+                Protocol::V1 => predict_v1(&model, &body, keep),
             }
         };
         let done = if inline {
@@ -568,11 +689,17 @@ async fn run_inference(
         } else {
             tokio::time::timeout(state.limits.timeout, state.pool.run(work)).await
         };
-        match done {
+        let answer = match done {
             Ok(Ok(answer)) => answer,
             Ok(Err(_lost)) => Err(ServeError::Internal { detail: "the prediction panicked".into() }),
             Err(_) => Err(ServeError::Timeout { millis: state.limits.timeout.as_millis() }),
+        };
+        if let (Ok(answer), Some(shadow), Some(body)) = (&answer, shadow, shadow_body)
+            && let Some(primary) = &answer.predictions
+        {
+            run_shadow(&state, protocol, shadow, body, shadow_header, primary.clone());
         }
+        answer
     }
     .await;
     let elapsed = started.elapsed();
@@ -602,13 +729,63 @@ async fn run_inference(
         micros = elapsed.as_micros() as u64,
         "inference"
     );
-    let metrics_name = served.as_ref().map_or("_unknown", |m| m.name.as_str());
-    state.metrics.record(metrics_name, protocol.label(), label, elapsed, rows);
+    match &served {
+        Some(m) => state.metrics.record(&m.name, m.version, via_label.as_deref(), protocol.label(), label, elapsed, rows),
+        None => state.metrics.record("_unknown", 0, None, protocol.label(), label, elapsed, rows),
+    }
     response.headers_mut().insert("x-request-id", request_id);
     response
 }
 
-fn predict_v2(model: &LoadedModel, body: &[u8], header_length: Option<&str>) -> Result<Answer, ServeError> {
+/// A well-mixed number from a counter (splitmix64), for splits and shadow shares.
+fn splitmix(seed: u64) -> u64 {
+    let mut z = seed.wrapping_add(0x9e37_79b9_7f4a_7c15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^ (z >> 31)
+}
+
+/// Predicts the same request with the shadow version on an inference thread, after the answer
+/// has gone, and records how far the two differ. Shadow work beyond one per inference thread
+/// is dropped (and counted), so it can never queue up behind or ahead of real requests.
+fn run_shadow(
+    state: &Arc<AppState>,
+    protocol: Protocol,
+    shadow: Arc<LoadedModel>,
+    body: Bytes,
+    header_length: Option<String>,
+    primary: Predictions,
+) {
+    let limit = state.pool.threads();
+    if state.shadow_in_flight.fetch_add(1, Ordering::AcqRel) >= limit {
+        state.shadow_in_flight.fetch_sub(1, Ordering::AcqRel);
+        state.metrics.record_shadow(&shadow.name, shadow.version, crate::metrics::ShadowOutcome::Dropped);
+        return;
+    }
+    let state = state.clone();
+    let job = state.pool.run({
+        let state = state.clone();
+        move || {
+            let predicted = match protocol {
+                Protocol::V2 => predict_v2(&shadow, &body, header_length.as_deref(), true),
+                Protocol::V1 => predict_v1(&shadow, &body, true),
+            };
+            let outcome = match predicted.map(|a| a.predictions) {
+                Ok(Some(predictions)) => crate::metrics::compare(&primary, &predictions),
+                _ => crate::metrics::ShadowOutcome::Failed,
+            };
+            state.metrics.record_shadow(&shadow.name, shadow.version, outcome);
+            state.shadow_in_flight.fetch_sub(1, Ordering::AcqRel);
+        }
+    });
+    tokio::spawn(async move {
+        if job.await.is_err() {
+            state.shadow_in_flight.fetch_sub(1, Ordering::AcqRel);
+        }
+    });
+}
+
+fn predict_v2(model: &LoadedModel, body: &[u8], header_length: Option<&str>, keep: bool) -> Result<Answer, ServeError> {
     let (json_part, binary) = oip::split_body(body, header_length)?;
     let request = oip::parse_request(json_part)?;
     let plan = oip::plan_outputs(model, &request)?;
@@ -631,10 +808,10 @@ fn predict_v2(model: &LoadedModel, body: &[u8], header_length: Option<&str>) -> 
         )
             .into_response()
     };
-    Ok(Answer { response, rows })
+    Ok(Answer { response, rows, predictions: keep.then_some(predictions) })
 }
 
-fn predict_v1(model: &LoadedModel, body: &[u8]) -> Result<Answer, ServeError> {
+fn predict_v1(model: &LoadedModel, body: &[u8], keep: bool) -> Result<Answer, ServeError> {
     let request = v1::parse_request(body)?;
     let batch = v1::decode_instances(model, &request)?;
     let predictions = model.predictor.predict(&batch).map_err(|e| ServeError::input(&model.name, e))?;
@@ -642,5 +819,6 @@ fn predict_v1(model: &LoadedModel, body: &[u8]) -> Result<Answer, ServeError> {
     Ok(Answer {
         response: ([(header::CONTENT_TYPE, "application/json")], body).into_response(),
         rows: predictions.n_rows(),
+        predictions: keep.then_some(predictions),
     })
 }

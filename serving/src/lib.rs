@@ -6,6 +6,7 @@
 
 pub mod auth;
 pub mod batch;
+pub mod config;
 pub mod cli;
 pub mod error;
 pub mod http;
@@ -14,6 +15,7 @@ pub mod metrics;
 pub mod oip;
 pub mod pool;
 pub mod registry;
+pub mod repository;
 pub mod server;
 pub mod tls;
 pub mod v1;

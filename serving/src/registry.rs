@@ -10,8 +10,9 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use anyhow::{Context, bail};
-use shared_inference::Predictor;
+use shared_inference::{Cell, Predictor};
 
+use crate::config::Routes;
 use crate::error::ServeError;
 
 /// One loaded version of a model.
@@ -37,11 +38,53 @@ impl LoadedModel {
     }
 }
 
-/// Every served model, by name then version.
+/// Every served model, by name then version: one immutable snapshot of the repository, with
+/// the routes `serving.toml` gives (labels, split, shadow).
 #[derive(Debug, Default)]
 pub struct Registry {
     models: BTreeMap<String, BTreeMap<u64, Arc<LoadedModel>>>,
     failures: Vec<LoadFailure>,
+    routes: BTreeMap<String, Routes>,
+    /// Load failures by model since start (the repository keeps retrying changed versions).
+    failure_counts: BTreeMap<String, u64>,
+    /// Why the `serving.toml` on disk is not the one in force, when it is not.
+    config_error: Option<String>,
+}
+
+/// How a request names the version it wants.
+#[derive(Debug, Clone, Copy)]
+pub enum Target<'a> {
+    /// No version: the split if there is one, else the latest. `sticky` is the value of the
+    /// split's sticky header; `draw` a per-request number for an unsticky split.
+    Default { sticky: Option<&'a [u8]>, draw: u64 },
+    Version(&'a str),
+    Label(&'a str),
+}
+
+/// A loaded version, checked, with a warm-up prediction done: what a repository may serve.
+pub fn load_checked(dir: &Path, model: &str, version: u64) -> anyhow::Result<LoadedModel> {
+    let predictor = Predictor::load(dir).with_context(|| format!("loading model {}", dir.display()))?;
+    let manifest = predictor.manifest();
+    if manifest.name != model || manifest.version != version {
+        bail!(
+            "{}: the manifest says model '{}' version {}, but the directory is {model}/{version}",
+            dir.display(),
+            manifest.name,
+            manifest.version
+        );
+    }
+    warm_up(&predictor).with_context(|| format!("{}: the warm-up prediction failed", dir.display()))?;
+    Ok(LoadedModel { name: model.to_string(), version, predictor })
+}
+
+/// One prediction of a row with every value missing (imputed as in training): it exercises
+/// the whole path once, so the first request does not pay for it and a model that cannot
+/// predict never becomes ready.
+fn warm_up(predictor: &Predictor) -> anyhow::Result<()> {
+    let names = predictor.schema().feature_names();
+    let record: Vec<(&str, Cell<'_>)> = names.iter().map(|n| (n.as_str(), Cell::Missing)).collect();
+    predictor.predict_records(&[record])?;
+    Ok(())
 }
 
 /// A version directory that did not load, and why.
@@ -101,17 +144,95 @@ impl Registry {
     /// Loads a version found at `<root>/<model>/<version>`, refusing one whose manifest names
     /// another model or version than its place in the repository.
     fn load_version_named(&mut self, dir: &Path, model: &str, version: u64) -> anyhow::Result<()> {
-        let predictor = Predictor::load(dir).with_context(|| format!("loading model {}", dir.display()))?;
-        let manifest = predictor.manifest();
-        if manifest.name != model || manifest.version != version {
-            bail!(
-                "{}: the manifest says model '{}' version {}, but the directory is {model}/{version}",
-                dir.display(),
-                manifest.name,
-                manifest.version
-            );
+        let loaded = load_checked(dir, model, version)?;
+        self.insert(dir, loaded.predictor).map(|_| ())
+    }
+
+    /// A snapshot from its parts (see [`crate::repository`]).
+    pub fn from_parts(
+        models: BTreeMap<String, BTreeMap<u64, Arc<LoadedModel>>>,
+        failures: Vec<LoadFailure>,
+        routes: BTreeMap<String, Routes>,
+        failure_counts: BTreeMap<String, u64>,
+        config_error: Option<String>,
+    ) -> Self {
+        Self { models, failures, routes, failure_counts, config_error }
+    }
+
+    pub fn routes(&self) -> &BTreeMap<String, Routes> {
+        &self.routes
+    }
+
+    /// Versions that are failed now, by model (0 for a model that has none).
+    pub fn failure_counts(&self) -> BTreeMap<&str, u64> {
+        let mut counts: BTreeMap<&str, u64> = self.models.keys().map(|n| (n.as_str(), 0)).collect();
+        for failure in &self.failures {
+            *counts.entry(failure.model.as_str()).or_default() += 1;
         }
-        self.insert(dir, predictor).map(|_| ())
+        counts
+    }
+
+    /// Every load that failed since start, by model (a live repository retries a failed
+    /// version when its files change).
+    pub fn load_failures_total(&self) -> &BTreeMap<String, u64> {
+        &self.failure_counts
+    }
+
+    pub fn config_error(&self) -> Option<&str> {
+        self.config_error.as_deref()
+    }
+
+    /// The version a request reaches, and the label it was reached by, if any.
+    pub fn route(&self, name: &str, target: Target<'_>) -> Result<(&Arc<LoadedModel>, Option<&str>), LookupError> {
+        let versions = self.models.get(name).ok_or_else(|| LookupError::UnknownModel(name.to_string()))?;
+        let routes = self.routes.get(name);
+        let pick = |version: u64, label: Option<&'_ str>| {
+            versions.get(&version).ok_or_else(|| LookupError::NotServed {
+                model: name.to_string(),
+                version,
+                via: label.map_or_else(|| "the split".to_string(), |l| format!("label '{l}'")),
+            })
+        };
+        match target {
+            Target::Version(v) => self.get(name, Some(v)).map(|m| (m, None)),
+            Target::Label(label) => {
+                let (label, version) =
+                    routes.and_then(|r| r.labels.get_key_value(label)).ok_or_else(|| LookupError::UnknownLabel {
+                        model: name.to_string(),
+                        label: label.to_string(),
+                        labels: routes.map(|r| r.labels.keys().cloned().collect()).unwrap_or_default(),
+                    })?;
+                pick(*version, Some(label.as_str())).map(|m| (m, Some(label.as_str())))
+            }
+            Target::Default { sticky, draw } => match routes.filter(|r| !r.split.is_empty()) {
+                None => self.get(name, None).map(|m| (m, None)),
+                Some(routes) => {
+                    let total = routes.total_weight();
+                    let ticket = match (sticky, &routes.sticky_header) {
+                        (Some(value), Some(_)) => fnv1a(value),
+                        _ => draw,
+                    };
+                    // A point in [0, total): the same ticket lands on the same entry while the
+                    // split is unchanged.
+                    let point = (ticket >> 11) as f64 / (1u64 << 53) as f64 * total;
+                    let (version, label, _) = routes
+                        .split
+                        .iter()
+                        .find(|(_, _, cumulative)| point < *cumulative)
+                        .or_else(|| routes.split.iter().rev().find(|(_, _, c)| *c > 0.0))
+                        .ok_or_else(|| LookupError::UnknownModel(name.to_string()))?;
+                    pick(*version, label.as_deref()).map(|m| (m, label.as_deref()))
+                }
+            },
+        }
+    }
+
+    /// The version a request is also sent to as shadow traffic, when this request is one of
+    /// the configured share.
+    pub fn shadow(&self, name: &str, draw: u64) -> Option<&Arc<LoadedModel>> {
+        let (version, percent) = self.routes.get(name)?.shadow?;
+        let point = (draw >> 11) as f64 / (1u64 << 53) as f64 * 100.0;
+        (point < percent).then(|| self.models.get(name)?.get(&version)).flatten()
     }
 
     /// Versions that failed to load, by model then version.
@@ -179,4 +300,21 @@ pub enum LookupError {
     UnknownModel(String),
     #[error("Request for unknown model: '{model}' version {version} is not found")]
     UnknownVersion { model: String, version: String },
+    #[error("model '{model}' has no label '{label}'; its labels are {labels:?}")]
+    UnknownLabel { model: String, label: String, labels: Vec<String> },
+    #[error("model '{model}': {via} names version {version}, which is not being served")]
+    NotServed { model: String, version: u64, via: String },
+}
+
+/// FNV-1a: a fixed, fast hash of a sticky header's value.
+fn fnv1a(bytes: &[u8]) -> u64 {
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    for &byte in bytes {
+        hash ^= u64::from(byte);
+        hash = hash.wrapping_mul(0x0100_0000_01b3);
+    }
+    // Spread the low bits, which FNV mixes poorly, into the high bits the split reads.
+    hash ^= hash >> 33;
+    hash = hash.wrapping_mul(0xff51_afd7_ed55_8ccd);
+    hash ^ (hash >> 33)
 }

@@ -923,7 +923,7 @@ async fn saturation_is_503_about_the_concurrency_limit() {
     assert_eq!(fixture.get("/v2/models/houses/ready").await.status, StatusCode::OK);
     let metrics = fixture.get("/metrics").await.text();
     assert!(
-        metrics.contains("serving_requests_total{model=\"houses\",protocol=\"v2\",outcome=\"unavailable\"} 1"),
+        metrics.contains("serving_requests_total{model=\"houses\",version=\"2\",protocol=\"v2\",outcome=\"unavailable\"} 1"),
         "{metrics}"
     );
 }
@@ -990,14 +990,17 @@ async fn metrics_count_requests_by_model_and_outcome_and_rows_predicted() {
     assert!(reply.header("content-type").is_some_and(|c| c.starts_with("text/plain")), "{:?}", reply.headers);
     let metrics = reply.text();
     for line in [
-        "serving_requests_total{model=\"houses\",protocol=\"v2\",outcome=\"ok\"} 2",
-        "serving_requests_total{model=\"houses\",protocol=\"v2\",outcome=\"client_error\"} 1",
-        "serving_requests_total{model=\"_unknown\",protocol=\"v2\",outcome=\"client_error\"} 1",
-        "serving_requests_total{model=\"flowers\",protocol=\"v1\",outcome=\"ok\"} 1",
-        "serving_rows_predicted_total{model=\"houses\"} 5",
-        "serving_rows_predicted_total{model=\"flowers\"} 4",
-        "serving_request_duration_seconds_count{model=\"houses\"} 3",
-        "serving_request_duration_seconds_bucket{model=\"houses\",le=\"+Inf\"} 3",
+        // Each version has its own series: the request to version 1 is counted there.
+        "serving_requests_total{model=\"houses\",version=\"2\",protocol=\"v2\",outcome=\"ok\"} 1",
+        "serving_requests_total{model=\"houses\",version=\"1\",protocol=\"v2\",outcome=\"ok\"} 1",
+        "serving_requests_total{model=\"houses\",version=\"2\",protocol=\"v2\",outcome=\"client_error\"} 1",
+        "serving_requests_total{model=\"_unknown\",version=\"0\",protocol=\"v2\",outcome=\"client_error\"} 1",
+        "serving_requests_total{model=\"flowers\",version=\"1\",protocol=\"v1\",outcome=\"ok\"} 1",
+        "serving_rows_predicted_total{model=\"houses\",version=\"2\"} 3",
+        "serving_rows_predicted_total{model=\"houses\",version=\"1\"} 2",
+        "serving_rows_predicted_total{model=\"flowers\",version=\"1\"} 4",
+        "serving_request_duration_seconds_count{model=\"houses\",version=\"2\"} 2",
+        "serving_request_duration_seconds_bucket{model=\"houses\",version=\"2\",le=\"+Inf\"} 2",
         "# TYPE serving_in_flight_requests gauge",
         "serving_in_flight_requests 0",
     ] {
