@@ -104,9 +104,14 @@ struct Failed {
 struct Manager {
     loaded: BTreeMap<String, BTreeMap<u64, Arc<LoadedModel>>>,
     failed: BTreeMap<(String, u64), Failed>,
-    /// The `serving.toml` in force (the last good one), and the text it came from.
+    /// The `serving.toml` in force (the last good one).
     config: ServingConfig,
-    config_text: Option<String>,
+    /// A newer file that parsed but does not fit the ready versions yet; checked again on
+    /// every refresh (its versions may still be loading).
+    candidate: Option<ServingConfig>,
+    /// The text last read, so that an unchanged file is not parsed again.
+    config_text: Option<Option<String>>,
+    /// Why the file on disk is not the one in force.
     config_error: Option<String>,
     /// Unloaded through the API: not served again until loaded through it.
     unloaded: BTreeSet<String>,
@@ -262,8 +267,9 @@ impl Repository {
         }
     }
 
-    /// Reads `serving.toml` when it changed. A file that does not parse is reported once and
-    /// the one in force stays.
+    /// Reads `serving.toml` when it changed. A file that does not parse is reported and the one
+    /// in force stays; one that parses becomes the candidate, applied in `publish` once it fits
+    /// the versions that are ready.
     fn read_config(&self, manager: &mut Manager, root: &Path) {
         let path = root.join(CONFIG_FILE);
         let text = match std::fs::read_to_string(&path) {
@@ -274,17 +280,23 @@ impl Repository {
                 return;
             }
         };
-        if text == manager.config_text && manager.config_error.is_none() {
+        if manager.config_text.as_ref() == Some(&text) {
             return;
         }
+        manager.config_text = Some(text.clone());
         match text.as_deref().map(ServingConfig::parse).transpose() {
-            Ok(config) => {
-                // Checked against the ready versions once they are loaded, in `publish`.
-                manager.config = config.unwrap_or_default();
-                manager.config_text = text;
+            Ok(config) => manager.candidate = Some(config.unwrap_or_default()),
+            Err(error) => {
+                manager.candidate = None;
+                self.config_problem(manager, error);
             }
-            Err(error) => self.config_problem(manager, error),
         }
+    }
+
+    /// The configuration versions are chosen by: the candidate, if there is one (what the
+    /// operator asked for), else the one in force.
+    fn selecting(manager: &Manager) -> &ServingConfig {
+        manager.candidate.as_ref().unwrap_or(&manager.config)
     }
 
     fn config_problem(&self, manager: &mut Manager, error: String) {
@@ -296,9 +308,12 @@ impl Repository {
 
     /// Loads what a model's policy and routes need, newest first, keeping what is loaded.
     fn load_model(&self, manager: &mut Manager, name: &str, on_disk: &BTreeMap<u64, PathBuf>) {
-        let config = manager.config.model.get(name).cloned().unwrap_or_default();
+        let selecting = Self::selecting(manager);
+        let config = selecting.model.get(name).cloned().unwrap_or_default();
         let policy = config.versions.clone().unwrap_or_else(|| self.mode.default_policy());
-        let referenced = manager.config.referenced_versions(name);
+        let mut referenced = selecting.referenced_versions(name);
+        // Versions the configuration in force routes to stay loaded until the new one applies.
+        referenced.extend(manager.config.referenced_versions(name));
         let mut wanted: BTreeSet<u64> = BTreeSet::new();
         let mut loaded_count = 0;
         for (&version, dir) in on_disk.iter().rev() {
@@ -360,17 +375,23 @@ impl Repository {
         let ready: BTreeMap<String, BTreeSet<u64>> =
             manager.loaded.iter().map(|(name, versions)| (name.clone(), versions.keys().copied().collect())).collect();
         let known: BTreeSet<String> = scan(root, None).map(|s| s.into_keys().collect()).unwrap_or_default();
-        let routes: BTreeMap<String, Routes> = match manager.config.resolve(&ready, &known) {
-            Ok(routes) => {
-                if manager.config_error.take().is_some() {
+        let routes: BTreeMap<String, Routes> = match manager.candidate.take() {
+            Some(candidate) => match candidate.resolve(&ready, &known) {
+                Ok(routes) => {
                     tracing::info!("serving.toml applied");
+                    manager.config = candidate;
+                    manager.config_error = None;
+                    routes
                 }
-                routes
-            }
-            Err(error) => {
-                self.config_problem(manager, error);
-                self.registry().routes().clone()
-            }
+                Err(error) => {
+                    self.config_problem(manager, error);
+                    manager.candidate = Some(candidate);
+                    manager.config.resolve(&ready, &known).unwrap_or_else(|_| self.registry().routes().clone())
+                }
+            },
+            // The configuration in force, against what is ready now; where a version it names
+            // has gone, the routes to it answer 503 until the file changes.
+            None => manager.config.resolve(&ready, &known).unwrap_or_else(|_| self.registry().routes().clone()),
         };
         let failures: Vec<LoadFailure> = manager
             .failed
