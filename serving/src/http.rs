@@ -734,6 +734,10 @@ async fn run_inference(
         None => state.metrics.record("_unknown", 0, None, protocol.label(), label, elapsed, rows),
     }
     response.headers_mut().insert("x-request-id", request_id);
+    // KServe v1 bodies have no place for the version: every answer says it in a header.
+    if let Some(m) = &served {
+        response.headers_mut().insert("x-model-version", HeaderValue::from(m.version));
+    }
     response
 }
 

@@ -81,7 +81,9 @@ impl Live {
 
     async fn version_of(&self, uri: &str, headers: &[(&str, &str)]) -> String {
         let reply = self.post(uri, &houses(), headers).await;
-        reply.ok_json()["model_version"].as_str().expect("model_version").to_string()
+        let version = reply.ok_json()["model_version"].as_str().expect("model_version").to_string();
+        assert_eq!(reply.header("x-model-version"), Some(version.as_str()), "the header agrees with the body");
+        version
     }
 
     async fn index(&self) -> Vec<(String, String, String)> {
