@@ -211,11 +211,7 @@ impl Tokens {
             }
         }
         let token = found.ok_or(Denied::Unknown)?;
-        if token.scopes.contains(&scope) {
-            Ok(())
-        } else {
-            Err(Denied::WrongScope { name: token.name.clone(), scope })
-        }
+        if token.scopes.contains(&scope) { Ok(()) } else { Err(Denied::WrongScope { name: token.name.clone(), scope }) }
     }
 }
 
@@ -258,8 +254,7 @@ scopes = ["metadata", "admin", "metrics"]
 "#;
 
     fn tokens() -> Tokens {
-        let hash: String =
-            Sha256::digest(b"operator-secret-0123456789").iter().map(|b| format!("{b:02x}")).collect();
+        let hash: String = Sha256::digest(b"operator-secret-0123456789").iter().map(|b| format!("{b:02x}")).collect();
         Tokens::parse(&FILE.replace("HASH", &hash)).expect("valid file")
     }
 
@@ -319,8 +314,14 @@ scopes = ["metadata", "admin", "metrics"]
         };
         refuse("", "no [[token]] entries");
         refuse("[[token]]\nname = \"a\"\ntoken = \"short\"\nscopes = [\"inference\"]", "at least 16 characters");
-        refuse("[[token]]\nname = \"a\"\ntoken = \"0123456789abcdefgh\"\nscopes = []", "token 1 ('a'): 'scopes' is empty");
-        refuse("[[token]]\nname = \"a\"\ntoken = \"0123456789abcdefgh\"\nscopes = [\"root\"]", "not a valid token file");
+        refuse(
+            "[[token]]\nname = \"a\"\ntoken = \"0123456789abcdefgh\"\nscopes = []",
+            "token 1 ('a'): 'scopes' is empty",
+        );
+        refuse(
+            "[[token]]\nname = \"a\"\ntoken = \"0123456789abcdefgh\"\nscopes = [\"root\"]",
+            "not a valid token file",
+        );
         refuse("[[token]]\nname = \"a\"\nsha256 = \"abc\"\nscopes = [\"admin\"]", "64 hexadecimal digits");
         refuse("[[token]]\nname = \"a\"\nscopes = [\"admin\"]", "give 'token' or 'sha256'");
         refuse(

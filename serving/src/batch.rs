@@ -254,8 +254,10 @@ fn write_chunk<W: Write>(
     let predictions = predictor.predict_features(chunk.features, chunk.n_rows);
     let mut slots = chunk.slots;
     // As in `Predictor::predict_partial`: a prediction that is not finite fails its row.
-    let not_finite: Vec<_> =
-        predictions.non_finite_rows().map(|(row, value)| shared_inference::InputError::NotFinite { row, value }).collect();
+    let not_finite: Vec<_> = predictions
+        .non_finite_rows()
+        .map(|(row, value)| shared_inference::InputError::NotFinite { row, value })
+        .collect();
     mark_failed(&mut slots, not_finite);
     for ((line, kept), slot) in chunk.lines.into_iter().zip(&chunk.kept).zip(slots) {
         write_row(line, kept, slot, &predictions, writer, summary)?;

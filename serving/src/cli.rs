@@ -196,7 +196,9 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
         bail!("--poll-interval-seconds must be at least 0.05, got {}", args.poll_interval_seconds);
     }
     let repository = std::sync::Arc::new(repository);
-    repository.start_polling(Duration::from_secs_f64(args.poll_interval_seconds)).context("starting the repository poller")?;
+    repository
+        .start_polling(Duration::from_secs_f64(args.poll_interval_seconds))
+        .context("starting the repository poller")?;
     let registry = repository.registry();
     for failure in registry.failures() {
         tracing::error!(

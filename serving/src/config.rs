@@ -50,7 +50,9 @@ impl<'de> Deserialize<'de> for VersionPolicy {
             serde::de::Error::custom("versions must be \"all\", a list of version numbers, or { latest = N }")
         })? {
             Raw::Word(word) if word == "all" => Ok(VersionPolicy::All),
-            Raw::Word(word) => Err(serde::de::Error::custom(format!("versions = \"{word}\": the only word is \"all\""))),
+            Raw::Word(word) => {
+                Err(serde::de::Error::custom(format!("versions = \"{word}\": the only word is \"all\"")))
+            }
             Raw::List(list) if list.is_empty() => Err(serde::de::Error::custom("versions = []: name at least one")),
             Raw::List(list) => Ok(VersionPolicy::Specific(list.into_iter().collect())),
             Raw::Latest { latest: 0 } => Err(serde::de::Error::custom("versions = { latest = 0 }: serve at least 1")),
@@ -176,7 +178,8 @@ impl ServingConfig {
                 None => None,
             };
             let sticky_header = config.sticky_header.as_deref().map(|h| {
-                axum::http::HeaderName::from_bytes(h.to_ascii_lowercase().as_bytes()).map_err(|_| format!("{}: not a header name", at("sticky_header")))
+                axum::http::HeaderName::from_bytes(h.to_ascii_lowercase().as_bytes())
+                    .map_err(|_| format!("{}: not a header name", at("sticky_header")))
             });
             let sticky_header = sticky_header.transpose()?;
             routes.insert(name.clone(), Routes { labels: config.labels.clone(), split, sticky_header, shadow });
@@ -190,8 +193,14 @@ impl ModelConfig {
     fn check_shape(&self, name: &str) -> Result<(), String> {
         let at = |key: &str| format!("{CONFIG_FILE}: model '{name}', {key}");
         for label in self.labels.keys() {
-            if label.is_empty() || label.parse::<u64>().is_ok() || !label.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_') {
-                return Err(format!("{}: a label is letters, digits, '-' or '_', and not a number", at(&format!("labels.{label}"))));
+            if label.is_empty()
+                || label.parse::<u64>().is_ok()
+                || !label.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+            {
+                return Err(format!(
+                    "{}: a label is letters, digits, '-' or '_', and not a number",
+                    at(&format!("labels.{label}"))
+                ));
             }
         }
         for (key, &weight) in &self.split {
@@ -269,7 +278,10 @@ mod tests {
         refused("[model.penguins]\nsplit = { \"4\" = 0, \"5\" = 0 }", "model 'penguins', split: the weights sum to 0");
         refused("[model.penguins]\nsplit = { \"4\" = -1, \"5\" = 2 }", "split.4: weight -1 must be");
         refused("[model.penguins]\nsplit = { \"4\" = 1, \"7\" = 1 }", "split.7: version 7 is not ready");
-        refused("[model.penguins]\nsplit = { \"4\" = 1, beta = 1 }", "split.beta: 'beta' is neither a version number nor a label");
+        refused(
+            "[model.penguins]\nsplit = { \"4\" = 1, beta = 1 }",
+            "split.beta: 'beta' is neither a version number nor a label",
+        );
         refused("[model.penguins]\nshadow = { to = \"5\", percent = 0 }", "shadow.percent");
         refused("[model.penguins]\nsticky_header = \"x-user\"", "sticky_header: needs a split");
         refused("[model.penguins]\nversions = { latest = 0 }", "serve at least 1");

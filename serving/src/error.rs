@@ -99,9 +99,9 @@ impl ServeError {
             Self::BodiesSaturated { .. } => StatusCode::SERVICE_UNAVAILABLE,
             Self::Lookup(LookupError::NotServed { .. }) => StatusCode::SERVICE_UNAVAILABLE,
             Self::Lookup(_) | Self::UnknownEndpoint(_) => StatusCode::NOT_FOUND,
-            Self::Control(crate::repository::ControlError::UnknownModel(_) | crate::repository::ControlError::NotLoaded(_)) => {
-                StatusCode::NOT_FOUND
-            }
+            Self::Control(
+                crate::repository::ControlError::UnknownModel(_) | crate::repository::ControlError::NotLoaded(_),
+            ) => StatusCode::NOT_FOUND,
             Self::Control(_) => StatusCode::BAD_REQUEST,
             Self::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             Self::Saturated { .. } | Self::Timeout { .. } | Self::ShuttingDown { .. } => {

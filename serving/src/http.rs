@@ -11,8 +11,8 @@ use std::time::{Duration, Instant};
 use axum::Router;
 use axum::body::Bytes;
 use axum::extract::{DefaultBodyLimit, Path, Request, State};
-use axum::middleware::Next;
 use axum::http::{HeaderValue, StatusCode, header};
+use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use serde_json::json;
@@ -208,11 +208,17 @@ fn admit(state: &AppState, request: &Request) -> Result<(), ServeError> {
     }
     let headers = request.headers();
     if headers.len() > MAX_HEADERS {
-        return Err(ServeError::HeadersTooLarge { what: format!("{} header fields", headers.len()), limit: MAX_HEADERS });
+        return Err(ServeError::HeadersTooLarge {
+            what: format!("{} header fields", headers.len()),
+            limit: MAX_HEADERS,
+        });
     }
     let header_bytes: usize = headers.iter().map(|(name, value)| name.as_str().len() + value.len() + 4).sum();
     if header_bytes > MAX_HEADER_BYTES {
-        return Err(ServeError::HeadersTooLarge { what: format!("{header_bytes} bytes of headers"), limit: MAX_HEADER_BYTES });
+        return Err(ServeError::HeadersTooLarge {
+            what: format!("{header_bytes} bytes of headers"),
+            limit: MAX_HEADER_BYTES,
+        });
     }
     for name in &SINGLE_HEADERS {
         let mut values = headers.get_all(name).iter();
@@ -231,10 +237,11 @@ fn admit(state: &AppState, request: &Request) -> Result<(), ServeError> {
     if !state.is_ready() && matches!(scope, Some(auth::Scope::Inference | auth::Scope::Admin)) {
         return Err(ServeError::ShuttingDown { model: None });
     }
-    if let Some(encoding) = headers.get(header::CONTENT_ENCODING) {
-        if !encoding.as_bytes().eq_ignore_ascii_case(b"identity") {
-            return Err(ServeError::UnsupportedEncoding { encoding: String::from_utf8_lossy(encoding.as_bytes()).into_owned() });
-        }
+    if let Some(encoding) = headers.get(header::CONTENT_ENCODING)
+        && !encoding.as_bytes().eq_ignore_ascii_case(b"identity")
+    {
+        let encoding = String::from_utf8_lossy(encoding.as_bytes()).into_owned();
+        return Err(ServeError::UnsupportedEncoding { encoding });
     }
     if let Some(length) = headers.get(header::CONTENT_LENGTH) {
         // hyper has checked that it is one valid number.
@@ -248,7 +255,11 @@ fn admit(state: &AppState, request: &Request) -> Result<(), ServeError> {
 
 async fn method_not_allowed(request: Request) -> ServeError {
     let path = request.uri().path().to_string();
-    let allowed = if path == "/v2/repository/index" || path.ends_with("/infer") || path.ends_with(":predict") || path.contains("/repository/models/") {
+    let allowed = if path == "/v2/repository/index"
+        || path.ends_with("/infer")
+        || path.ends_with(":predict")
+        || path.contains("/repository/models/")
+    {
         "POST"
     } else if path.starts_with("/v1/models/") {
         "GET, POST"
@@ -730,7 +741,9 @@ async fn run_inference(
         "inference"
     );
     match &served {
-        Some(m) => state.metrics.record(&m.name, m.version, via_label.as_deref(), protocol.label(), label, elapsed, rows),
+        Some(m) => {
+            state.metrics.record(&m.name, m.version, via_label.as_deref(), protocol.label(), label, elapsed, rows)
+        }
         None => state.metrics.record("_unknown", 0, None, protocol.label(), label, elapsed, rows),
     }
     response.headers_mut().insert("x-request-id", request_id);

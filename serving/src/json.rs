@@ -146,11 +146,10 @@ mod tests {
             ]
         );
         // Integers are kept exactly, past what an f64 holds.
-        assert_eq!(read("[9223372036854775807, 18446744073709551615, -9223372036854775808]", true), [
-            Scalar::Integer(i64::MAX.into()),
-            Scalar::Integer(u64::MAX.into()),
-            Scalar::Integer(i64::MIN.into())
-        ]);
+        assert_eq!(
+            read("[9223372036854775807, 18446744073709551615, -9223372036854775808]", true),
+            [Scalar::Integer(i64::MAX.into()), Scalar::Integer(u64::MAX.into()), Scalar::Integer(i64::MIN.into())]
+        );
         assert!(flat[4] == Scalar::Number(0.0) && matches!(flat[4], Scalar::Number(z) if z.is_sign_negative()));
         // Strings without escapes borrow from the body.
         assert!(matches!(&read(r#""plain""#, false)[0], Scalar::Text(Cow::Borrowed("plain"))));

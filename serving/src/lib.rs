@@ -6,8 +6,8 @@
 
 pub mod auth;
 pub mod batch;
-pub mod config;
 pub mod cli;
+pub mod config;
 pub mod error;
 pub mod http;
 pub mod json;

@@ -68,8 +68,7 @@ pub fn compare(served: &Predictions, shadow: &Predictions) -> ShadowOutcome {
     match (served, shadow) {
         (Predictions::Regression { values: a }, Predictions::Regression { values: b }) if a.len() == b.len() => {
             let differing = a.iter().zip(b).filter(|(x, y)| x.to_bits() != y.to_bits()).count();
-            let max_difference =
-                a.iter().zip(b).map(|(x, y)| f64::from((x - y).abs())).fold(0.0, f64::max);
+            let max_difference = a.iter().zip(b).map(|(x, y)| f64::from((x - y).abs())).fold(0.0, f64::max);
             ShadowOutcome::Compared { rows: a.len(), differing, max_difference }
         }
         (
@@ -77,8 +76,7 @@ pub fn compare(served: &Predictions, shadow: &Predictions) -> ShadowOutcome {
             Predictions::Classification { probabilities: pb, labels: lb, n_classes: nb },
         ) if na == nb && la.len() == lb.len() => {
             let differing = la.iter().zip(lb).filter(|(x, y)| x != y).count();
-            let max_difference =
-                pa.iter().zip(pb).map(|(x, y)| f64::from((x - y).abs())).fold(0.0, f64::max);
+            let max_difference = pa.iter().zip(pb).map(|(x, y)| f64::from((x - y).abs())).fold(0.0, f64::max);
             ShadowOutcome::Compared { rows: la.len(), differing, max_difference }
         }
         _ => ShadowOutcome::Failed,
@@ -199,11 +197,14 @@ impl Metrics {
                 })
             })
             .collect();
-        out.push_str("# HELP serving_requests_total Inference requests by model, version, label, protocol and outcome.\n");
+        out.push_str(
+            "# HELP serving_requests_total Inference requests by model, version, label, protocol and outcome.\n",
+        );
         out.push_str("# TYPE serving_requests_total counter\n");
         for (key, m) in &series {
             for ((protocol, outcome), n) in &m.requests {
-                let _ = writeln!(out, "serving_requests_total{{{key},protocol=\"{protocol}\",outcome=\"{outcome}\"}} {n}");
+                let _ =
+                    writeln!(out, "serving_requests_total{{{key},protocol=\"{protocol}\",outcome=\"{outcome}\"}} {n}");
             }
         }
         out.push_str("# HELP serving_request_duration_seconds Inference request latency, body read to response.\n");
@@ -223,7 +224,9 @@ impl Metrics {
             let _ = writeln!(out, "serving_rows_predicted_total{{{key}}} {}", m.rows);
         }
         if !c.shadow.is_empty() {
-            out.push_str("# HELP serving_shadow_requests_total Requests also predicted by a shadow version, by outcome.\n");
+            out.push_str(
+                "# HELP serving_shadow_requests_total Requests also predicted by a shadow version, by outcome.\n",
+            );
             out.push_str("# TYPE serving_shadow_requests_total counter\n");
             for (model, versions) in &c.shadow {
                 for (version, s) in versions {
@@ -233,13 +236,16 @@ impl Metrics {
                     let _ = writeln!(out, "serving_shadow_requests_total{{{key},outcome=\"dropped\"}} {}", s.dropped);
                 }
             }
-            out.push_str("# HELP serving_shadow_rows_total Rows a shadow version predicted, and those whose answer differs.\n");
+            out.push_str(
+                "# HELP serving_shadow_rows_total Rows a shadow version predicted, and those whose answer differs.\n",
+            );
             out.push_str("# TYPE serving_shadow_rows_total counter\n");
             for (model, versions) in &c.shadow {
                 for (version, s) in versions {
                     let key = format!("model=\"{model}\",version=\"{version}\"");
                     let _ = writeln!(out, "serving_shadow_rows_total{{{key},answer=\"any\"}} {}", s.rows);
-                    let _ = writeln!(out, "serving_shadow_rows_total{{{key},answer=\"different\"}} {}", s.rows_differing);
+                    let _ =
+                        writeln!(out, "serving_shadow_rows_total{{{key},answer=\"different\"}} {}", s.rows_differing);
                 }
             }
             out.push_str("# HELP serving_shadow_max_difference Largest absolute difference per compared request.\n");

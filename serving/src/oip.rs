@@ -346,11 +346,11 @@ fn decode_json<'a>(
                 Ok(if datatype == DataType::F32 { f64::from(value as f32) } else { value })
             }
             &Scalar::Integer(value) => {
-                if let Some((low, high)) = datatype.integer_range() {
-                    if value < low || value > high {
-                        let (value, datatype) = (value.to_string(), tensor.datatype.clone());
-                        return Err(ProtocolError::IntegerOutOfRange { input: input(), element, value, datatype });
-                    }
+                if let Some((low, high)) = datatype.integer_range()
+                    && (value < low || value > high)
+                {
+                    let (value, datatype) = (value.to_string(), tensor.datatype.clone());
+                    return Err(ProtocolError::IntegerOutOfRange { input: input(), element, value, datatype });
                 }
                 let value = value as f64;
                 Ok(if datatype == DataType::F32 { f64::from(value as f32) } else { value })

@@ -56,7 +56,10 @@ pub struct Registry {
 pub enum Target<'a> {
     /// No version: the split if there is one, else the latest. `sticky` is the value of the
     /// split's sticky header; `draw` a per-request number for an unsticky split.
-    Default { sticky: Option<&'a [u8]>, draw: u64 },
+    Default {
+        sticky: Option<&'a [u8]>,
+        draw: u64,
+    },
     Version(&'a str),
     Label(&'a str),
 }
@@ -124,7 +127,12 @@ impl Registry {
                     if strict {
                         return Err(error.context("--strict: a model version failed to load"));
                     }
-                    registry.failures.push(LoadFailure { model: model.clone(), version: number, dir, reason: format!("{error:#}") });
+                    registry.failures.push(LoadFailure {
+                        model: model.clone(),
+                        version: number,
+                        dir,
+                        reason: format!("{error:#}"),
+                    });
                 }
             }
         }

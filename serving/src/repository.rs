@@ -432,7 +432,8 @@ impl Repository {
         if self.mode == ModelControl::None {
             return Err(ControlError::Disabled);
         }
-        let found = scan(root, Some(name)).map_err(|e| ControlError::LoadFailed { model: name.into(), reason: format!("{e:#}") })?;
+        let found = scan(root, Some(name))
+            .map_err(|e| ControlError::LoadFailed { model: name.into(), reason: format!("{e:#}") })?;
         if !found.contains_key(name) {
             return Err(ControlError::UnknownModel(name.to_string()));
         }
@@ -441,7 +442,8 @@ impl Repository {
             manager.unloaded.remove(name);
             manager.wanted.insert(name.to_string());
         }
-        self.refresh(Some(name)).map_err(|e| ControlError::LoadFailed { model: name.into(), reason: format!("{e:#}") })?;
+        self.refresh(Some(name))
+            .map_err(|e| ControlError::LoadFailed { model: name.into(), reason: format!("{e:#}") })?;
         if self.registry().versions(name).is_empty() {
             let manager = self.lock();
             let reason = manager
@@ -467,7 +469,11 @@ impl Repository {
         let mut manager = self.lock();
         let on_disk = scan(root, Some(name)).is_ok_and(|s| s.contains_key(name));
         if !manager.loaded.contains_key(name) {
-            return Err(if on_disk { ControlError::NotLoaded(name.into()) } else { ControlError::UnknownModel(name.into()) });
+            return Err(if on_disk {
+                ControlError::NotLoaded(name.into())
+            } else {
+                ControlError::UnknownModel(name.into())
+            });
         }
         manager.unloaded.insert(name.to_string());
         manager.wanted.remove(name);
@@ -514,11 +520,15 @@ impl Repository {
             }
         }
         for model in registry.all() {
-            entries.insert((model.name.clone(), model.version), entry(&model.name, model.version, READY, String::new()));
+            entries
+                .insert((model.name.clone(), model.version), entry(&model.name, model.version, READY, String::new()));
         }
         for (name, version, weak) in self.retired.lock().unwrap_or_else(std::sync::PoisonError::into_inner).iter() {
             if weak.strong_count() > 0 && !registry.versions(name).contains(version) {
-                entries.insert((name.clone(), *version), entry(name, *version, UNLOADING, "finishing requests in flight".into()));
+                entries.insert(
+                    (name.clone(), *version),
+                    entry(name, *version, UNLOADING, "finishing requests in flight".into()),
+                );
             }
         }
         if let Some((name, version)) = self.loading.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone() {
