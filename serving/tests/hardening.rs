@@ -63,7 +63,8 @@ fn overflowing_repository(fixture: &Fixture) -> (tempfile::TempDir, Arc<AppState
     std::fs::create_dir_all(&version).expect("mkdir");
     let source = fixture.root.join("houses/2");
     let mut manifest =
-        shared_inference::Manifest::from_json(&std::fs::read(source.join("manifest.json")).expect("read")).expect("valid");
+        shared_inference::Manifest::from_json(&std::fs::read(source.join("manifest.json")).expect("read"))
+            .expect("valid");
     manifest.target_transform = shared_inference::TargetTransform::LogStandardize { mean: 0.0, std: 30.0 };
     std::fs::write(version.join("manifest.json"), manifest.to_json().expect("seal")).expect("write");
     std::fs::copy(source.join("weights.mpk"), version.join("weights.mpk")).expect("copy");
@@ -117,13 +118,16 @@ async fn a_prediction_that_is_not_finite_is_400_naming_the_row_on_every_protocol
         keep: vec![],
         chunk_rows: 16,
     };
-    let summary = serving::batch::score(&predictor, std::io::Cursor::new(csv), &mut out, &options, |_| {})
-        .expect("scoring runs");
+    let summary =
+        serving::batch::score(&predictor, std::io::Cursor::new(csv), &mut out, &options, |_| {}).expect("scoring runs");
     assert_eq!((summary.rows, summary.failed), (2, 1));
     let text = String::from_utf8(out).expect("utf-8");
     assert!(text.contains("not a finite number"), "{text}");
     for line in text.lines().skip(1) {
-        assert!(!line.split(',').any(|cell| cell.eq_ignore_ascii_case("inf") || cell.eq_ignore_ascii_case("nan")), "{text}");
+        assert!(
+            !line.split(',').any(|cell| cell.eq_ignore_ascii_case("inf") || cell.eq_ignore_ascii_case("nan")),
+            "{text}"
+        );
     }
 }
 
@@ -184,8 +188,7 @@ async fn a_header_given_twice_with_different_values_is_400_and_identical_copies_
         &conflicting.error(StatusCode::BAD_REQUEST),
         &["header 'inference-header-content-length' is given 2 times with different values"],
     );
-    let types =
-        &[("content-type", "application/json"), ("content-type", "application/octet-stream")];
+    let types = &[("content-type", "application/json"), ("content-type", "application/octet-stream")];
     let reply = fixture.send(post("/v2/models/houses/infer", body.clone(), types)).await;
     assert_mentions(&reply.error(StatusCode::BAD_REQUEST), &["'content-type'"]);
     let same = &[("content-type", "application/json"), ("content-type", "application/json")];
@@ -237,7 +240,10 @@ async fn over_long_targets_too_many_headers_and_wrong_methods_get_json_errors() 
     let reply = fixture.send(Request::get("/v2").header("x-big", big).body(Body::empty()).expect("request")).await;
     assert_eq!(reply.status, StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE);
     let reply = fixture.send(Request::delete("/v2/models/houses/infer").body(Body::empty()).expect("request")).await;
-    assert_mentions(&reply.error(StatusCode::METHOD_NOT_ALLOWED), &["DELETE is not allowed on /v2/models/houses/infer"]);
+    assert_mentions(
+        &reply.error(StatusCode::METHOD_NOT_ALLOWED),
+        &["DELETE is not allowed on /v2/models/houses/infer"],
+    );
     assert_eq!(reply.header("allow"), Some("POST"));
     let reply = fixture.send(post("/v2/models/houses", "", &[])).await;
     assert_eq!(reply.status, StatusCode::METHOD_NOT_ALLOWED);
@@ -287,9 +293,7 @@ async fn bodies_being_received_share_one_budget_and_get_it_back() {
     let limits = Limits { max_buffered_body_bytes: body.len() + 10, ..default_limits() };
     let fixture = Fixture::with_limits(limits);
     // A stalled body holds part of the budget while it waits ...
-    let stalled = Request::post("/v2/models/houses/infer")
-        .body(Body::new(Stalled { sent: false }))
-        .expect("request");
+    let stalled = Request::post("/v2/models/houses/infer").body(Body::new(Stalled { sent: false })).expect("request");
     let app = serving::app(fixture.state.clone());
     let holder = tokio::spawn(async move { app.oneshot(stalled).await });
     tokio::time::sleep(Duration::from_millis(50)).await;
@@ -420,7 +424,9 @@ async fn a_damaged_version_is_reported_and_skipped_and_strict_stops_instead() {
     let index = send(&state, Request::get("/v2/models").body(Body::empty()).expect("request")).await.ok_json();
     let unavailable = index["unavailable"].as_array().expect("unavailable");
     assert_eq!(unavailable.len(), 3);
-    assert!(unavailable.iter().all(|u| u["state"] == "UNAVAILABLE" && u["reason"].as_str().is_some_and(|r| !r.is_empty())));
+    assert!(
+        unavailable.iter().all(|u| u["state"] == "UNAVAILABLE" && u["reason"].as_str().is_some_and(|r| !r.is_empty()))
+    );
     let metrics = send(&state, Request::get("/metrics").body(Body::empty()).expect("request")).await.text();
     for line in [
         "serving_model_load_failures{model=\"gone\"} 1",
@@ -451,7 +457,7 @@ fn a_csv_header_naming_a_column_twice_is_refused_not_read_from_one_copy() {
         .expect_err("a duplicated column is refused");
     assert_mentions(&format!("{error:#}"), &["column 'area' twice", "columns 1 and 4"]);
     let fine = "area,rooms,city\n80,3,Oslo\n";
-    let summary = serving::batch::score(&predictor, std::io::Cursor::new(fine), &mut out, &options, |_| {})
-        .expect("scores");
+    let summary =
+        serving::batch::score(&predictor, std::io::Cursor::new(fine), &mut out, &options, |_| {}).expect("scores");
     assert_eq!((summary.rows, summary.failed), (1, 0));
 }

@@ -124,7 +124,8 @@ async fn poll_serves_the_latest_version_and_follows_versions_as_they_come_and_go
     let reply = live.post("/v2/models/houses/versions/1/infer", &houses(), &[]).await;
     assert_eq!(reply.status, StatusCode::NOT_FOUND);
     let index = live.post("/v2/repository/index", &json!({}), &[]).await.ok_json();
-    let v1 = index.as_array().expect("array").iter().find(|e| e["name"] == "houses" && e["version"] == "1").expect("listed");
+    let v1 =
+        index.as_array().expect("array").iter().find(|e| e["name"] == "houses" && e["version"] == "1").expect("listed");
     assert_eq!(v1["state"], "UNAVAILABLE");
     assert_mentions(v1["reason"].as_str().expect("reason"), &["not selected by the version policy (latest 1)"]);
 
@@ -161,7 +162,8 @@ async fn a_version_that_fails_to_load_never_replaces_the_one_served() {
     live.refresh();
     assert_eq!(live.version_of("/v2/models/houses/infer", &[]).await, "2", "the good version keeps serving");
     let index = live.post("/v2/repository/index", &json!({}), &[]).await.ok_json();
-    let v3 = index.as_array().expect("array").iter().find(|e| e["name"] == "houses" && e["version"] == "3").expect("listed");
+    let v3 =
+        index.as_array().expect("array").iter().find(|e| e["name"] == "houses" && e["version"] == "3").expect("listed");
     assert_eq!(v3["state"], "UNAVAILABLE");
     assert_mentions(v3["reason"].as_str().expect("reason"), &["checksum mismatch"]);
     live.refresh();
@@ -251,7 +253,8 @@ async fn shadow_traffic_is_compared_after_the_answer_and_recorded() {
     for sent in 1..=5 {
         // The answer is the served version's (the latest, 2), never the shadow's.
         assert_eq!(live.version_of("/v2/models/houses/infer", &[]).await, "2");
-        let line = format!("serving_shadow_requests_total{{model=\"houses\",version=\"1\",outcome=\"compared\"}} {sent}");
+        let line =
+            format!("serving_shadow_requests_total{{model=\"houses\",version=\"1\",outcome=\"compared\"}} {sent}");
         let deadline = std::time::Instant::now() + Duration::from_secs(5);
         while !metrics.contains(&line) {
             assert!(std::time::Instant::now() < deadline, "shadow not recorded:\n{metrics}");
@@ -260,7 +263,10 @@ async fn shadow_traffic_is_compared_after_the_answer_and_recorded() {
         }
     }
     // Version 1's output layer differs from version 2's: every compared row differs.
-    assert!(metrics.contains("serving_shadow_rows_total{model=\"houses\",version=\"1\",answer=\"different\"} 5"), "{metrics}");
+    assert!(
+        metrics.contains("serving_shadow_rows_total{model=\"houses\",version=\"1\",answer=\"different\"} 5"),
+        "{metrics}"
+    );
     assert!(metrics.contains("serving_shadow_max_difference_count{model=\"houses\",version=\"1\"} 5"), "{metrics}");
     // Shadow traffic is not counted as served traffic of version 1.
     assert!(!metrics.contains("serving_requests_total{model=\"houses\",version=\"1\""), "{metrics}");
@@ -278,7 +284,10 @@ async fn explicit_control_changes_only_through_load_and_unload() {
     live.refresh();
     let reply = live.post("/v2/repository/models/flowers/load", &json!({}), &[]).await;
     assert_eq!(reply.status, StatusCode::OK, "{}", reply.text());
-    assert_eq!(live.send(Request::get("/v2/models/flowers").body(Body::empty()).expect("r")).await.status, StatusCode::OK);
+    assert_eq!(
+        live.send(Request::get("/v2/models/flowers").body(Body::empty()).expect("r")).await.status,
+        StatusCode::OK
+    );
     let reply = live.post("/v2/repository/models/houses/unload", &json!({}), &[]).await;
     assert_eq!(reply.status, StatusCode::OK, "{}", reply.text());
     let gone = live.post("/v2/models/houses/infer", &houses(), &[]).await;

@@ -923,7 +923,9 @@ async fn saturation_is_503_about_the_concurrency_limit() {
     assert_eq!(fixture.get("/v2/models/houses/ready").await.status, StatusCode::OK);
     let metrics = fixture.get("/metrics").await.text();
     assert!(
-        metrics.contains("serving_requests_total{model=\"houses\",version=\"2\",protocol=\"v2\",outcome=\"unavailable\"} 1"),
+        metrics.contains(
+            "serving_requests_total{model=\"houses\",version=\"2\",protocol=\"v2\",outcome=\"unavailable\"} 1"
+        ),
         "{metrics}"
     );
 }

@@ -186,7 +186,9 @@ impl Manifest {
         for column in &self.preprocessing.columns {
             if let FittedColumn::Numeric { name, median, mean, std } = column {
                 if !(median.is_finite() && mean.is_finite()) {
-                    return bad(format!("preprocessing column '{name}': median {median} and mean {mean} must be finite"));
+                    return bad(format!(
+                        "preprocessing column '{name}': median {median} and mean {mean} must be finite"
+                    ));
                 }
                 if !(std.is_finite() && *std > 0.0) {
                     return bad(format!("preprocessing column '{name}': std {std} must be finite and positive"));
@@ -201,7 +203,10 @@ impl Manifest {
         }
         let network = &self.network;
         if network.hidden_layers.len() > MAX_HIDDEN_LAYERS {
-            return bad(format!("network has {} hidden layers; at most {MAX_HIDDEN_LAYERS}", network.hidden_layers.len()));
+            return bad(format!(
+                "network has {} hidden layers; at most {MAX_HIDDEN_LAYERS}",
+                network.hidden_layers.len()
+            ));
         }
         let widths = std::iter::once(("n_features", network.n_features))
             .chain(network.hidden_layers.iter().map(|&w| ("hidden_layers", w)))
@@ -343,7 +348,11 @@ mod tests {
         Manifest::from_json(&serde_json::to_vec(&value).expect("compact")).expect("compact form reads");
         // One number edited by hand: refused, naming the checksum.
         let text = String::from_utf8(sealed).expect("utf-8");
-        for (from, to) in [("\"std\": 0.25", "\"std\": 0.26"), ("\"rmse\": 0.125", "\"rmse\": 0.5"), ("\"lr\": 0.001", "\"lr\": 0.01")] {
+        for (from, to) in [
+            ("\"std\": 0.25", "\"std\": 0.26"),
+            ("\"rmse\": 0.125", "\"rmse\": 0.5"),
+            ("\"lr\": 0.001", "\"lr\": 0.01"),
+        ] {
             assert!(text.contains(from), "{from} not in {text}");
             let edited = text.replacen(from, to, 1);
             let error = Manifest::from_json(edited.as_bytes()).expect_err("an edited manifest is refused");
@@ -366,7 +375,13 @@ mod tests {
     fn numbers_that_cannot_be_served_are_refused_at_load_with_the_reason() {
         type Edit = fn(&mut Manifest);
         let cases: [(Edit, &str); 8] = [
-            (|m| m.preprocessing.columns[0] = FittedColumn::Numeric { name: "x".into(), median: 1.0, mean: 1.5, std: 0.0 }, "column 'x': std 0 must be finite and positive"),
+            (
+                |m| {
+                    m.preprocessing.columns[0] =
+                        FittedColumn::Numeric { name: "x".into(), median: 1.0, mean: 1.5, std: 0.0 }
+                },
+                "column 'x': std 0 must be finite and positive",
+            ),
             (|m| m.target_transform = TargetTransform::LogStandardize { mean: 0.0, std: -1.0 }, "target_transform"),
             (|m| m.network.hidden_layers = vec![2_000_000_000], "hidden_layers has a width of 2000000000"),
             (|m| m.network.hidden_layers = vec![0], "hidden_layers has a width of 0"),

@@ -59,7 +59,9 @@ impl Predictions {
     pub fn non_finite_rows(&self) -> impl Iterator<Item = (usize, f32)> + '_ {
         let (values, width) = match self {
             Predictions::Regression { values } => (values.as_slice(), 1),
-            Predictions::Classification { probabilities, n_classes, .. } => (probabilities.as_slice(), (*n_classes).max(1)),
+            Predictions::Classification { probabilities, n_classes, .. } => {
+                (probabilities.as_slice(), (*n_classes).max(1))
+            }
         };
         values.chunks(width).enumerate().filter_map(|(row, v)| v.iter().find(|x| !x.is_finite()).map(|&x| (row, x)))
     }

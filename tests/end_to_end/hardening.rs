@@ -200,11 +200,19 @@ fn read_response(stream: &mut impl Read) -> Result<Response, String> {
         }
         match stream.read(&mut buffer) {
             Ok(0) => {
-                return Err(format!("connection closed after {} bytes: {:?}", raw.len(), String::from_utf8_lossy(&raw)));
+                return Err(format!(
+                    "connection closed after {} bytes: {:?}",
+                    raw.len(),
+                    String::from_utf8_lossy(&raw)
+                ));
             }
             Ok(n) => raw.extend_from_slice(&buffer[..n]),
             Err(e) => {
-                return Err(format!("read failed after {} bytes ({e}): {:?}", raw.len(), String::from_utf8_lossy(&raw)));
+                return Err(format!(
+                    "read failed after {} bytes ({e}): {:?}",
+                    raw.len(),
+                    String::from_utf8_lossy(&raw)
+                ));
             }
         }
     }

@@ -193,7 +193,10 @@ fn real_binary_serves_v1_and_v2_and_drains_on_sigterm() {
                         {
                             let closes = r.header("connection").is_some_and(|v| v.eq_ignore_ascii_case("close"));
                             if !closes || r.header("retry-after").is_none() {
-                                failures.push(format!("503 after shutdown without Connection: close and Retry-After: {:?}", r.headers));
+                                failures.push(format!(
+                                    "503 after shutdown without Connection: close and Retry-After: {:?}",
+                                    r.headers
+                                ));
                             }
                             refused_after_signal += 1;
                         }
