@@ -268,9 +268,17 @@ impl Artifact {
 
     /// Rebuilds the network from the manifest and loads the weights into it.
     pub fn model<B: Backend>(&self, device: &B::Device) -> Result<Mlp<B>, ArtifactError> {
-        let record = WeightsRecorder::default()
+        let record: crate::model::MlpRecord<B> = WeightsRecorder::default()
             .load(self.weights.clone(), device)
             .map_err(|e| ArtifactError::Weights(e.to_string()))?;
+        // burn's `load_record` panics on a different number of layers: say it instead.
+        let described = self.manifest.network.hidden_layers.len();
+        if record.hidden.len() != described {
+            return Err(ArtifactError::Weights(format!(
+                "the weights hold {} hidden layers, the manifest describes {described}",
+                record.hidden.len()
+            )));
+        }
         let model = self.manifest.network.init::<B>(device).load_record(record);
         check_shapes(&model, &self.manifest.network)?;
         Ok(model)
