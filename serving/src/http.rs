@@ -83,6 +83,10 @@ pub struct AppState {
     pub limits: Limits,
     permits: Arc<Semaphore>,
     pool: InferencePool,
+    /// One thread for loads and unloads through the API: they are serialized anyway, and a
+    /// fixed thread (rather than tokio's blocking pool, which starts new ones) keeps the memory
+    /// of repeated loads flat.
+    control: InferencePool,
     ready: AtomicBool,
     next_request_id: AtomicU64,
     /// Bytes of request bodies currently held while they arrive.
@@ -117,6 +121,7 @@ impl AppState {
             limits,
             permits: Arc::new(Semaphore::new(limits.max_concurrency)),
             pool: InferencePool::new(limits.inference_threads)?,
+            control: InferencePool::named(1, "repository-control")?,
             ready: AtomicBool::new(true),
             next_request_id: AtomicU64::new(1),
             buffered_body_bytes: AtomicUsize::new(0),
@@ -518,7 +523,7 @@ async fn repository_load(State(state): State<Arc<AppState>>, Path(model): Path<S
     let repository = state.repository.clone();
     let name = model.clone();
     // Loading reads files and runs a warm-up prediction: off the I/O threads.
-    match tokio::task::spawn_blocking(move || repository.load(&name)).await {
+    match state.control.run(move || repository.load(&name)).await {
         Ok(Ok(())) => {
             tracing::info!(model, "model loaded through the repository API");
             json_response(StatusCode::OK, &json!({}))
@@ -531,7 +536,7 @@ async fn repository_load(State(state): State<Arc<AppState>>, Path(model): Path<S
 async fn repository_unload(State(state): State<Arc<AppState>>, Path(model): Path<String>) -> Response {
     let repository = state.repository.clone();
     let name = model.clone();
-    match tokio::task::spawn_blocking(move || repository.unload(&name)).await {
+    match state.control.run(move || repository.unload(&name)).await {
         Ok(Ok(())) => {
             tracing::info!(model, "model unloaded through the repository API");
             json_response(StatusCode::OK, &json!({}))

@@ -26,12 +26,17 @@ pub struct Lost;
 impl InferencePool {
     /// Starts `threads` inference threads (0: one per CPU available to this process).
     pub fn new(threads: usize) -> std::io::Result<Self> {
+        Self::named(threads, "inference")
+    }
+
+    /// As [`InferencePool::new`], with threads named `<name>-<index>`.
+    pub fn named(threads: usize, name: &str) -> std::io::Result<Self> {
         let threads = if threads == 0 { std::thread::available_parallelism().map_or(1, usize::from) } else { threads };
         let (queue, receiver) = mpsc::channel::<Job>();
         let receiver = Arc::new(Mutex::new(receiver));
         for index in 0..threads {
             let receiver = Arc::clone(&receiver);
-            std::thread::Builder::new().name(format!("inference-{index}")).spawn(move || worker(&receiver))?;
+            std::thread::Builder::new().name(format!("{name}-{index}")).spawn(move || worker(&receiver))?;
         }
         Ok(Self { queue, threads })
     }

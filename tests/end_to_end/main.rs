@@ -8,6 +8,7 @@ mod hardening;
 mod missing_values;
 mod onnx;
 mod parity;
+mod rollout;
 mod server;
 mod support;
 mod unsafe_code;
