@@ -316,3 +316,16 @@ async fn load_and_unload_are_400_when_model_control_is_none() {
     let bad = live.send(Request::post("/v2/repository/index").body(Body::from("{oops")).expect("request")).await;
     assert_eq!(bad.status, StatusCode::BAD_REQUEST);
 }
+
+#[test]
+fn an_unreadable_repository_is_a_start_up_error_in_every_mode() {
+    let missing = tempfile::tempdir().expect("temp dir").path().join("nowhere");
+    for mode in [ModelControl::Poll, ModelControl::Explicit, ModelControl::None] {
+        let error = Repository::open(&missing, mode, false, &[]).expect_err("nothing to read");
+        assert_mentions(&format!("{error:#}"), &["reading model repository", "nowhere"]);
+    }
+    // Explicit control names its models at start; an unknown one is refused.
+    let fixture = Fixture::new();
+    let error = Repository::open(&fixture.root, ModelControl::Explicit, false, &["castles".into()]).expect_err("unknown");
+    assert_mentions(&format!("{error:#}"), &["--load-model castles", "no model 'castles'"]);
+}
