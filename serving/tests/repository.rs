@@ -326,6 +326,7 @@ fn an_unreadable_repository_is_a_start_up_error_in_every_mode() {
     }
     // Explicit control names its models at start; an unknown one is refused.
     let fixture = Fixture::new();
-    let error = Repository::open(&fixture.root, ModelControl::Explicit, false, &["castles".into()]).expect_err("unknown");
+    let error =
+        Repository::open(&fixture.root, ModelControl::Explicit, false, &["castles".into()]).expect_err("unknown");
     assert_mentions(&format!("{error:#}"), &["--load-model castles", "no model 'castles'"]);
 }
