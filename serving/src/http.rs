@@ -496,12 +496,17 @@ async fn model_config(State(state): State<Arc<AppState>>, Path(model): Path<Stri
 
 /// Triton's repository index: `[{"name", "version", "state", "reason"}]`; a body of
 /// `{"ready": true}` keeps only the ready versions.
-async fn repository_index(State(state): State<Arc<AppState>>, body: Bytes) -> Response {
+async fn repository_index(State(state): State<Arc<AppState>>, request: Request) -> Response {
     #[derive(serde::Deserialize)]
     struct IndexRequest {
         #[serde(default)]
         ready: bool,
     }
+    // Through the same reader as inference bodies: the same time limit and byte budget.
+    let body = match read_body(&state, request.into_body()).await {
+        Ok((body, _hold)) => body,
+        Err(error) => return error.into_response(),
+    };
     let ready_only = if body.iter().all(u8::is_ascii_whitespace) {
         false
     } else {
@@ -520,29 +525,32 @@ async fn repository_index(State(state): State<Arc<AppState>>, body: Bytes) -> Re
 }
 
 async fn repository_load(State(state): State<Arc<AppState>>, Path(model): Path<String>) -> Response {
-    let repository = state.repository.clone();
-    let name = model.clone();
-    // Loading reads files and runs a warm-up prediction: off the I/O threads.
-    match state.control.run(move || repository.load(&name)).await {
-        Ok(Ok(())) => {
-            tracing::info!(model, "model loaded through the repository API");
-            json_response(StatusCode::OK, &json!({}))
-        }
-        Ok(Err(error)) => ServeError::from(error).into_response(),
-        Err(_) => ServeError::Internal { detail: "the load task panicked".into() }.into_response(),
-    }
+    repository_control(&state, model, "loaded", Repository::load).await
 }
 
 async fn repository_unload(State(state): State<Arc<AppState>>, Path(model): Path<String>) -> Response {
+    repository_control(&state, model, "unloaded", Repository::unload).await
+}
+
+/// Runs a load or unload on the control thread (it reads files and runs a warm-up prediction,
+/// so not on the I/O threads) and answers `{}` or the error.
+async fn repository_control(
+    state: &AppState,
+    model: String,
+    done: &'static str,
+    action: fn(&Repository, &str) -> Result<(), crate::repository::ControlError>,
+) -> Response {
     let repository = state.repository.clone();
     let name = model.clone();
-    match state.control.run(move || repository.unload(&name)).await {
+    match state.control.run(move || action(&repository, &name)).await {
         Ok(Ok(())) => {
-            tracing::info!(model, "model unloaded through the repository API");
+            tracing::info!(model, "model {done} through the repository API");
             json_response(StatusCode::OK, &json!({}))
         }
         Ok(Err(error)) => ServeError::from(error).into_response(),
-        Err(_) => ServeError::Internal { detail: "the unload task panicked".into() }.into_response(),
+        Err(_) => {
+            ServeError::Internal { detail: format!("the repository task for '{model}' panicked") }.into_response()
+        }
     }
 }
 
@@ -648,14 +656,17 @@ async fn run_inference(
 ) -> Response {
     let started = Instant::now();
     let _in_flight = state.metrics.start();
+    // One number per request: the request id when the client sends none, and the draw of a
+    // split or a shadow share.
+    let sequence = state.next_request_id.fetch_add(1, Ordering::Relaxed);
     let headers = request.headers();
     let request_id = match headers.get("x-request-id") {
         Some(given) => given.clone(),
-        None => HeaderValue::from(state.next_request_id.fetch_add(1, Ordering::Relaxed)),
+        None => HeaderValue::from(sequence),
     };
     let header_length = headers.get(oip::INFERENCE_HEADER).and_then(|v| v.to_str().ok()).map(str::to_string);
     let registry = state.registry();
-    let draw = splitmix(state.next_request_id.fetch_add(1, Ordering::Relaxed));
+    let draw = splitmix(sequence);
     let target = match &wanted {
         Wanted::Default => {
             let sticky = registry

@@ -137,13 +137,7 @@ impl Registry {
             }
         }
         if registry.models.is_empty() {
-            let failed: Vec<String> =
-                registry.failures.iter().map(|f| format!("{}/{}: {}", f.model, f.version, f.reason)).collect();
-            bail!(
-                "model repository {} holds no loadable model versions (expected <name>/<version>/manifest.json){}",
-                root.display(),
-                if failed.is_empty() { String::new() } else { format!("; failed: {}", failed.join("; ")) }
-            );
+            return Err(nothing_loadable(root, &registry.failures));
         }
         registry.failures.sort_by(|a, b| (&a.model, a.version).cmp(&(&b.model, b.version)));
         Ok(registry)
@@ -299,6 +293,16 @@ impl Registry {
     pub fn all(&self) -> impl Iterator<Item = &Arc<LoadedModel>> {
         self.models.values().flat_map(|v| v.values())
     }
+}
+
+/// The start-up error of a repository with no version that loads, listing what failed.
+pub fn nothing_loadable(root: &Path, failures: &[LoadFailure]) -> anyhow::Error {
+    let failed: Vec<String> = failures.iter().map(|f| format!("{}/{}: {}", f.model, f.version, f.reason)).collect();
+    anyhow::anyhow!(
+        "model repository {} holds no loadable model versions (expected <name>/<version>/manifest.json){}",
+        root.display(),
+        if failed.is_empty() { String::new() } else { format!("; failed: {}", failed.join("; ")) }
+    )
 }
 
 /// A model or version the repository does not hold.

@@ -119,6 +119,8 @@ struct Manager {
     wanted: BTreeSet<String>,
     /// Load failures by model since start, for the metric.
     failure_counts: BTreeMap<String, u64>,
+    /// The model directories the last scan found (a scan of one model updates its entry).
+    known: BTreeSet<String>,
 }
 
 /// The repository and the snapshot requests read.
@@ -208,13 +210,7 @@ impl Repository {
             );
         }
         if mode == ModelControl::None && registry.all().next().is_none() {
-            let failed: Vec<String> =
-                registry.failures().iter().map(|f| format!("{}/{}: {}", f.model, f.version, f.reason)).collect();
-            bail!(
-                "model repository {} holds no loadable model versions (expected <name>/<version>/manifest.json){}",
-                root.display(),
-                if failed.is_empty() { String::new() } else { format!("; failed: {}", failed.join("; ")) }
-            );
+            return Err(crate::registry::nothing_loadable(root, registry.failures()));
         }
         Ok(repository)
     }
@@ -238,6 +234,15 @@ impl Repository {
         let Some(root) = &self.root else { return Ok(()) };
         let mut manager = self.lock();
         let found = scan(root, only)?;
+        match only {
+            None => manager.known = found.keys().cloned().collect(),
+            Some(name) if found.contains_key(name) => {
+                manager.known.insert(name.to_string());
+            }
+            Some(name) => {
+                manager.known.remove(name);
+            }
+        }
         self.read_config(&mut manager, root);
         let names: Vec<String> = found.keys().cloned().collect();
         for name in &names {
@@ -374,7 +379,7 @@ impl Repository {
     fn publish(&self, manager: &mut Manager, root: &Path) {
         let ready: BTreeMap<String, BTreeSet<u64>> =
             manager.loaded.iter().map(|(name, versions)| (name.clone(), versions.keys().copied().collect())).collect();
-        let known: BTreeSet<String> = scan(root, None).map(|s| s.into_keys().collect()).unwrap_or_default();
+        let known = manager.known.clone();
         let routes: BTreeMap<String, Routes> = match manager.candidate.take() {
             Some(candidate) => match candidate.resolve(&ready, &known) {
                 Ok(routes) => {

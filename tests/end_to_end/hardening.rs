@@ -26,7 +26,7 @@ use std::time::{Duration, Instant};
 use serde_json::{Value, json};
 
 use crate::server::{diamonds_record, wait_ready};
-use crate::support::{Outcome, Response, binary, parse_response, repository, send, workspace};
+use crate::support::{Outcome, Response, binary, parse_response, read_response, repository, send, workspace};
 
 /// A `serving serve` process, killed when dropped if it is still running.
 struct Server {
@@ -175,48 +175,6 @@ fn request(method: &str, path: &str, headers: &[(&str, &str)], body: &[u8]) -> V
 }
 
 const JSON: (&str, &str) = ("Content-Type", "application/json");
-
-/// Reads exactly one response from a connection that may stay open after it.
-fn read_response(stream: &mut impl Read) -> Result<Response, String> {
-    let mut raw = Vec::new();
-    let mut buffer = [0u8; 8192];
-    loop {
-        if let Some(end) = raw.windows(4).position(|w| w == b"\r\n\r\n") {
-            let head = String::from_utf8_lossy(&raw[..end]).to_ascii_lowercase();
-            let body = &raw[end + 4..];
-            let complete = if head.contains("\r\ntransfer-encoding: chunked") {
-                body.ends_with(b"0\r\n\r\n")
-            } else {
-                let length = head
-                    .split("\r\n")
-                    .find_map(|l| l.strip_prefix("content-length:"))
-                    .map_or(Ok(0), |v| v.trim().parse::<usize>())
-                    .map_err(|e| format!("bad content-length in {head:?}: {e}"))?;
-                body.len() >= length
-            };
-            if complete {
-                return parse_response(&raw);
-            }
-        }
-        match stream.read(&mut buffer) {
-            Ok(0) => {
-                return Err(format!(
-                    "connection closed after {} bytes: {:?}",
-                    raw.len(),
-                    String::from_utf8_lossy(&raw)
-                ));
-            }
-            Ok(n) => raw.extend_from_slice(&buffer[..n]),
-            Err(e) => {
-                return Err(format!(
-                    "read failed after {} bytes ({e}): {:?}",
-                    raw.len(),
-                    String::from_utf8_lossy(&raw)
-                ));
-            }
-        }
-    }
-}
 
 /// Waits until the server closes `stream` (end of stream or a reset), sending nothing, for at
 /// most `limit`; returns the time from `since`. Any byte received instead is an error.

@@ -11,7 +11,7 @@
 //! target transform's mean moved, so the two versions predict differently and a v1 answer,
 //! which does not name its version, is told apart by its predictions.
 
-use std::io::{ErrorKind, Read, Write};
+use std::io::Write;
 use std::net::{SocketAddr, TcpStream};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
@@ -23,7 +23,7 @@ use serde_json::{Value, json};
 use shared_inference::{MANIFEST_FILE, Manifest, TargetTransform};
 
 use crate::server::{diamonds_record, wait_ready};
-use crate::support::{Outcome, Response, binary, parse_response, repository, send};
+use crate::support::{Outcome, binary, read_response, repository, send};
 
 /// Distinct rows the clients draw their requests from.
 const ROWS: usize = 48;
@@ -190,37 +190,6 @@ fn v2_body(rows: &[Value]) -> Vec<u8> {
         })
         .collect();
     json!({ "inputs": inputs }).to_string().into_bytes()
-}
-
-/// Reads exactly one response from a kept-alive connection.
-fn read_response(stream: &mut TcpStream) -> Result<Response, String> {
-    let mut raw = Vec::new();
-    let mut buffer = [0u8; 8192];
-    loop {
-        if let Some(end) = raw.windows(4).position(|w| w == b"\r\n\r\n") {
-            let head = String::from_utf8_lossy(&raw[..end]).to_ascii_lowercase();
-            let body = &raw[end + 4..];
-            let complete = if head.contains("\r\ntransfer-encoding: chunked") {
-                body.ends_with(b"0\r\n\r\n")
-            } else {
-                let length = head
-                    .split("\r\n")
-                    .find_map(|l| l.strip_prefix("content-length:"))
-                    .map_or(Ok(0), |v| v.trim().parse::<usize>())
-                    .map_err(|e| format!("bad content-length in {head:?}: {e}"))?;
-                body.len() >= length
-            };
-            if complete {
-                return parse_response(&raw);
-            }
-        }
-        match stream.read(&mut buffer) {
-            Ok(0) => return Err(format!("connection closed after {} bytes of a response", raw.len())),
-            Ok(n) => raw.extend_from_slice(&buffer[..n]),
-            Err(e) if e.kind() == ErrorKind::Interrupted => {}
-            Err(e) => return Err(format!("read failed after {} bytes: {e}", raw.len())),
-        }
-    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -134,6 +134,49 @@ pub fn send(addr: SocketAddr, method: &str, path: &str, headers: &[(&str, &str)]
     parse_response(&raw).map_or_else(Outcome::Broken, Outcome::Answered)
 }
 
+/// Reads exactly one response from a connection that may stay open after it (keep-alive).
+pub fn read_response(stream: &mut impl std::io::Read) -> Result<Response, String> {
+    let mut raw = Vec::new();
+    let mut buffer = [0u8; 8192];
+    loop {
+        if let Some(end) = raw.windows(4).position(|w| w == b"\r\n\r\n") {
+            let head = String::from_utf8_lossy(&raw[..end]).to_ascii_lowercase();
+            let body = &raw[end + 4..];
+            let complete = if head.contains("\r\ntransfer-encoding: chunked") {
+                body.ends_with(b"0\r\n\r\n")
+            } else {
+                let length = head
+                    .split("\r\n")
+                    .find_map(|l| l.strip_prefix("content-length:"))
+                    .map_or(Ok(0), |v| v.trim().parse::<usize>())
+                    .map_err(|e| format!("bad content-length in {head:?}: {e}"))?;
+                body.len() >= length
+            };
+            if complete {
+                return parse_response(&raw);
+            }
+        }
+        match stream.read(&mut buffer) {
+            Ok(0) => {
+                return Err(format!(
+                    "connection closed after {} bytes: {:?}",
+                    raw.len(),
+                    String::from_utf8_lossy(&raw)
+                ));
+            }
+            Ok(n) => raw.extend_from_slice(&buffer[..n]),
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => {
+                return Err(format!(
+                    "read failed after {} bytes ({e}): {:?}",
+                    raw.len(),
+                    String::from_utf8_lossy(&raw)
+                ));
+            }
+        }
+    }
+}
+
 /// Parses one whole response (head and body, chunked or with a `Content-Length`).
 pub fn parse_response(raw: &[u8]) -> Result<Response, String> {
     let split = raw.windows(4).position(|w| w == b"\r\n\r\n").ok_or("no end of headers")?;
