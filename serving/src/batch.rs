@@ -1,7 +1,7 @@
-//! Offline batch scoring (`serving predict`): CSV or JSON Lines in, the same out, streamed in
-//! chunks so memory stays flat whatever the file size. One output row per input row, in input
-//! order; a row that cannot be scored is written with an `error` naming its line, the column and
-//! the problem, and scoring goes on.
+//! Offline batch scoring (`serving predict`): CSV, JSON Lines or Parquet in, any of them out,
+//! streamed in chunks so memory stays flat whatever the file size. One output row per input row,
+//! in input order; a row that cannot be scored is written with an `error` naming its line (or
+//! row), the column and the problem, and scoring goes on.
 
 use std::io::{BufRead, Write};
 
@@ -11,6 +11,8 @@ use shared_inference::input::RowBuilder;
 use shared_inference::output;
 use shared_inference::{Cell, Predictions, Predictor};
 
+use crate::parquet_file::{self, KeptType, ParquetReader, ParquetWriter};
+
 /// One JSON Lines record: its columns, or why the line is not a record.
 type ParsedLine = Result<serde_json::Map<String, Value>, String>;
 
@@ -19,6 +21,7 @@ type ParsedLine = Result<serde_json::Map<String, Value>, String>;
 pub enum Format {
     Csv,
     Jsonl,
+    Parquet,
 }
 
 impl Format {
@@ -29,8 +32,19 @@ impl Format {
             Some(Format::Csv)
         } else if lower.ends_with(".jsonl") || lower.ends_with(".ndjson") || lower.ends_with(".json") {
             Some(Format::Jsonl)
+        } else if lower.ends_with(".parquet") || lower.ends_with(".pq") {
+            Some(Format::Parquet)
         } else {
             None
+        }
+    }
+
+    /// The extension files of this format are written with.
+    pub fn extension(self) -> &'static str {
+        match self {
+            Format::Csv => "csv",
+            Format::Jsonl => "jsonl",
+            Format::Parquet => "parquet",
         }
     }
 }
@@ -63,18 +77,22 @@ struct Row<'a> {
     cells: Result<Vec<Cell<'a>>, String>,
 }
 
-/// Scores `input` into `output`. `on_progress` is called with the number of rows done.
+/// Scores `input`, CSV or JSON Lines, into `output`. `on_progress` is called with the number
+/// of rows done.
 pub fn score(
     predictor: &Predictor,
     input: impl BufRead + Send,
-    output: impl Write,
+    output: impl Write + Send,
     options: &BatchOptions,
     mut on_progress: impl FnMut(usize),
 ) -> anyhow::Result<BatchSummary> {
-    let mut writer = OutputWriter::new(output, options, predictor)?;
+    let kept_types =
+        vec![if options.input_format == Format::Jsonl { KeptType::Json } else { KeptType::Text }; options.keep.len()];
+    let mut writer = OutputWriter::new(output, options, predictor, kept_types)?;
     let mut summary = BatchSummary::default();
     let chunk_rows = options.chunk_rows.max(1);
     match options.input_format {
+        Format::Parquet => bail!("Parquet is read from a file, not a stream (its index is at its end)"),
         Format::Csv => score_csv(predictor, input, &mut writer, options, &mut summary, &mut on_progress)?,
         Format::Jsonl => {
             let mut lines = input.lines();
@@ -121,6 +139,49 @@ pub fn score(
     Ok(summary)
 }
 
+/// Scores a Parquet file into `output`, a chunk of rows at a time (row groups are streamed, not
+/// loaded whole). Rows are numbered from 1 in the file in error messages.
+pub fn score_parquet(
+    predictor: &Predictor,
+    input: std::fs::File,
+    output: impl Write + Send,
+    options: &BatchOptions,
+    mut on_progress: impl FnMut(usize),
+) -> anyhow::Result<BatchSummary> {
+    let features = predictor.schema().feature_names();
+    let mut reader = ParquetReader::open(input, &features, &options.keep)?;
+    let mut writer = OutputWriter::new(output, options, predictor, reader.kept_types().to_vec())?;
+    let mut summary = BatchSummary::default();
+    let chunk_rows = options.chunk_rows.max(1);
+    loop {
+        let chunk = reader.read_chunk(chunk_rows)?;
+        let mut cells = Vec::with_capacity(features.len());
+        if chunk.rows == 0 {
+            break;
+        }
+        let mut builder = RowBuilder::new(predictor.schema(), chunk.rows);
+        let mut slots = Vec::with_capacity(chunk.rows);
+        let mut lines = Vec::with_capacity(chunk.rows);
+        let mut kept = Vec::with_capacity(chunk.rows);
+        for row in 0..chunk.rows {
+            lines.push(chunk.first_row + row as u64);
+            kept.push(chunk.kept(row));
+            slots.push(match chunk.cells(row, &mut cells) {
+                Ok(()) => {
+                    let at = builder.n_rows();
+                    builder.push_cells(at, &cells).map(|()| at).map_err(|e| e.to_string())
+                }
+                Err(message) => Err(message),
+            });
+        }
+        let prepared = finish_chunk(predictor, builder, lines, kept, slots)?;
+        write_chunk(predictor, prepared, &mut writer, &mut summary)?;
+        on_progress(summary.rows);
+    }
+    writer.finish()?;
+    Ok(summary)
+}
+
 /// A chunk read and preprocessed, on its way to the forward pass and the writer.
 struct PreparedChunk {
     lines: Vec<u64>,
@@ -138,7 +199,7 @@ const CHUNKS_IN_FLIGHT: usize = 2;
 /// other runs the forward pass over chunk `n` and writes it. Chunks stay in input order (one
 /// producer, one consumer, a FIFO channel) and at most `CHUNKS_IN_FLIGHT` wait in between, so
 /// memory stays flat. The work per row is exactly `Predictor::predict_partial`, split in two.
-fn score_csv<W: Write>(
+fn score_csv<W: Write + Send>(
     predictor: &Predictor,
     input: impl BufRead + Send,
     writer: &mut OutputWriter<W>,
@@ -245,7 +306,7 @@ fn finish_chunk(
 }
 
 /// The second half: the forward pass and postprocessing, then one output row per input row.
-fn write_chunk<W: Write>(
+fn write_chunk<W: Write + Send>(
     predictor: &Predictor,
     chunk: PreparedChunk,
     writer: &mut OutputWriter<W>,
@@ -276,7 +337,7 @@ fn mark_failed(slots: &mut [Result<usize, String>], errors: Vec<shared_inference
     }
 }
 
-fn write_row<W: Write>(
+fn write_row<W: Write + Send>(
     line: u64,
     kept: &[Value],
     slot: Result<usize, String>,
@@ -288,7 +349,7 @@ fn write_row<W: Write>(
     match slot {
         Ok(at) => writer.write_prediction(kept, predictions, at),
         Err(message) => {
-            let message = format!("line {line}: {message}");
+            let message = format!("{} {line}: {message}", writer.unit);
             summary.failed += 1;
             if summary.first_errors.len() < ERRORS_KEPT {
                 summary.first_errors.push(message.clone());
@@ -371,7 +432,7 @@ fn json_row<'a>(line: u64, map: &'a serde_json::Map<String, Value>, predictor: &
     Row { line, kept, cells }
 }
 
-fn score_chunk<W: Write>(
+fn score_chunk<W: Write + Send>(
     predictor: &Predictor,
     rows: Vec<Row<'_>>,
     writer: &mut OutputWriter<W>,
@@ -381,21 +442,35 @@ fn score_chunk<W: Write>(
 }
 
 /// Writes prediction rows in the chosen format.
-struct OutputWriter<W: Write> {
+struct OutputWriter<W: Write + Send> {
     format: Format,
     csv: Option<csv::Writer<W>>,
     plain: Option<std::io::BufWriter<W>>,
+    parquet: Option<ParquetWriter<W>>,
     keep: Vec<String>,
+    kept_types: Vec<KeptType>,
     columns: Vec<String>,
     classes: Vec<String>,
     cells: Vec<String>,
+    /// What an input position is called in messages: a line of text, or a Parquet row.
+    unit: &'static str,
 }
 
-impl<W: Write> OutputWriter<W> {
-    fn new(output: W, options: &BatchOptions, predictor: &Predictor) -> anyhow::Result<Self> {
+impl<W: Write + Send> OutputWriter<W> {
+    fn new(
+        output: W,
+        options: &BatchOptions,
+        predictor: &Predictor,
+        kept_types: Vec<KeptType>,
+    ) -> anyhow::Result<Self> {
         let classes = predictor.labels().to_vec();
-        let columns = Predictions::column_names(predictor.schema().task.is_classification(), &classes);
-        let (csv, plain) = match options.output_format {
+        let classification = predictor.schema().task.is_classification();
+        let columns = Predictions::column_names(classification, &classes);
+        if options.output_format != Format::Parquet {
+            parquet_file::check_text_output(&kept_types)?;
+        }
+        let (mut csv, mut plain, mut parquet) = (None, None, None);
+        match options.output_format {
             Format::Csv => {
                 let mut writer = csv::Writer::from_writer(output);
                 let header: Vec<&str> = options
@@ -406,28 +481,46 @@ impl<W: Write> OutputWriter<W> {
                     .chain(std::iter::once("error"))
                     .collect();
                 writer.write_record(&header)?;
-                (Some(writer), None)
+                csv = Some(writer);
             }
-            Format::Jsonl => (None, Some(std::io::BufWriter::with_capacity(1 << 16, output))),
-        };
+            Format::Jsonl => plain = Some(std::io::BufWriter::with_capacity(1 << 16, output)),
+            Format::Parquet => {
+                let kept: Vec<(String, KeptType)> =
+                    options.keep.iter().cloned().zip(kept_types.iter().cloned()).collect();
+                parquet = Some(ParquetWriter::new(output, &kept, &columns, classification)?);
+            }
+        }
         Ok(Self {
             format: options.output_format,
             csv,
             plain,
+            parquet,
             keep: options.keep.clone(),
+            kept_types,
             columns,
             classes,
             cells: Vec::new(),
+            unit: if options.input_format == Format::Parquet { "row" } else { "line" },
         })
     }
 
     fn write_prediction(&mut self, kept: &[Value], predictions: &Predictions, row: usize) -> anyhow::Result<()> {
+        if let Some(w) = self.parquet.as_mut() {
+            return match predictions {
+                Predictions::Regression { values } => w.write_prediction(kept, None, &values[row..=row]),
+                Predictions::Classification { probabilities, labels, n_classes } => w.write_prediction(
+                    kept,
+                    Some(&self.classes[labels[row]]),
+                    &probabilities[row * n_classes..(row + 1) * n_classes],
+                ),
+            };
+        }
         predictions.row_cells(row, &self.classes, &mut self.cells);
         match self.format {
             Format::Csv => {
                 let w = self.csv.as_mut().context("csv writer")?;
-                for value in kept {
-                    w.write_field(value_text(value))?;
+                for (value, kind) in kept.iter().zip(&self.kept_types) {
+                    w.write_field(value_text(value, kind))?;
                 }
                 for cell in &self.cells {
                     w.write_field(cell)?;
@@ -436,10 +529,7 @@ impl<W: Write> OutputWriter<W> {
                 w.write_record(None::<&[u8]>)?;
             }
             Format::Jsonl => {
-                let mut object = serde_json::Map::new();
-                for (name, value) in self.keep.iter().zip(kept) {
-                    object.insert(name.clone(), value.clone());
-                }
+                let mut object = self.kept_object(kept);
                 for (name, cell) in self.columns.iter().zip(&self.cells) {
                     // Numbers are written from the same shortest text as in CSV, so both formats
                     // carry identical bits.
@@ -453,16 +543,34 @@ impl<W: Write> OutputWriter<W> {
                 serde_json::to_writer(&mut *w, &object)?;
                 w.write_all(b"\n")?;
             }
+            Format::Parquet => bail!("the Parquet writer is missing"),
         }
         Ok(())
     }
 
+    /// The kept columns of a JSON Lines output row; 32-bit floats in their own shortest text.
+    fn kept_object(&self, kept: &[Value]) -> serde_json::Map<String, Value> {
+        let mut object = serde_json::Map::new();
+        for ((name, value), kind) in self.keep.iter().zip(kept).zip(&self.kept_types) {
+            let value = match value {
+                Value::Number(n) if kind.is_f32() => n
+                    .as_f64()
+                    .and_then(|f| serde_json::from_str(&(f as f32).to_string()).ok())
+                    .unwrap_or_else(|| value.clone()),
+                _ => value.clone(),
+            };
+            object.insert(name.clone(), value);
+        }
+        object
+    }
+
     fn write_error(&mut self, kept: &[Value], message: &str) -> anyhow::Result<()> {
         match self.format {
+            Format::Parquet => self.parquet.as_mut().context("parquet writer")?.write_error(kept, message)?,
             Format::Csv => {
                 let w = self.csv.as_mut().context("csv writer")?;
-                for value in kept {
-                    w.write_field(value_text(value))?;
+                for (value, kind) in kept.iter().zip(&self.kept_types) {
+                    w.write_field(value_text(value, kind))?;
                 }
                 for _ in &self.columns {
                     w.write_field("")?;
@@ -471,10 +579,7 @@ impl<W: Write> OutputWriter<W> {
                 w.write_record(None::<&[u8]>)?;
             }
             Format::Jsonl => {
-                let mut object = serde_json::Map::new();
-                for (name, value) in self.keep.iter().zip(kept) {
-                    object.insert(name.clone(), value.clone());
-                }
+                let mut object = self.kept_object(kept);
                 object.insert("error".into(), Value::from(message));
                 let w = self.plain.as_mut().context("jsonl writer")?;
                 serde_json::to_writer(&mut *w, &object)?;
@@ -491,14 +596,19 @@ impl<W: Write> OutputWriter<W> {
         if let Some(mut w) = self.plain {
             w.flush()?;
         }
+        if let Some(w) = self.parquet {
+            w.finish()?;
+        }
         Ok(())
     }
 }
 
-fn value_text(value: &Value) -> String {
+/// A kept value as a text cell; 32-bit floats in their own shortest text.
+fn value_text(value: &Value, kind: &KeptType) -> String {
     match value {
         Value::String(s) => s.clone(),
         Value::Null => String::new(),
+        Value::Number(n) if kind.is_f32() => n.as_f64().map_or_else(|| n.to_string(), |f| (f as f32).to_string()),
         other => other.to_string(),
     }
 }

@@ -1,7 +1,7 @@
 //! The command line: `serving serve` (HTTP) and `serving predict` (files). Parsing, wiring and
 //! reporting only; the protocol is in `http.rs`, `oip.rs` and `v1.rs`, file scoring in `batch.rs`.
 
-use std::io::{BufRead, IsTerminal, Write};
+use std::io::{IsTerminal, Write};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -27,16 +27,25 @@ pub struct Cli {
 pub enum Command {
     /// Serve every model version of a repository (<dir>/<name>/<version>/) over HTTP.
     Serve(ServeArgs),
-    /// Score a CSV or JSON Lines file with one model, streaming, one output row per input row.
+    /// Score CSV, JSON Lines or Parquet files with one model, streaming, one output row per input
+    /// row; a directory or glob of part files can be split into shards scored by separate
+    /// processes.
     Predict(PredictArgs),
 }
 
 #[derive(Debug, clap::Args)]
 pub struct ServeArgs {
     /// A model repository: every <name>/<version>/ below it is served; requests without a
-    /// version get the latest.
+    /// version get the latest. It may also be one model's directory of <version>/ directories,
+    /// or one version directory (holding manifest.json), as KServe mounts a model at
+    /// /mnt/models; see --model-name.
     #[arg(long, value_name = "DIR", required_unless_present = "model")]
     pub model_repository: Option<PathBuf>,
+    /// The name the model is served under when --model-repository is one model's directory or
+    /// one version directory (default: the model directory's name). KServe passes the
+    /// InferenceService's name here.
+    #[arg(long, value_name = "NAME", requires = "model_repository")]
+    pub model_name: Option<String>,
     /// Serve only this version directory (<repository>/<name>/<version>); repeatable. Without
     /// --model-repository, what is served never changes.
     #[arg(long, value_name = "DIR")]
@@ -131,19 +140,32 @@ pub struct PredictArgs {
     /// The model's version directory (<repository>/<name>/<version>).
     #[arg(long, value_name = "DIR")]
     pub model: PathBuf,
-    /// Input file (.csv, .jsonl), or - for standard input (then --format is needed).
-    #[arg(long, value_name = "FILE")]
+    /// What to score: a file (.csv, .jsonl, .parquet), a directory of part files (as Spark and
+    /// Hive write them; walked in full, hidden and _-prefixed entries skipped), a glob in quotes
+    /// ("data/part-*.parquet"), or - for standard input (CSV or JSON Lines; needs --format).
+    #[arg(long, value_name = "PATH")]
     pub input: String,
-    /// Output file (.csv, .jsonl), or - for standard output (the default).
-    #[arg(long, value_name = "FILE", default_value = "-")]
+    /// Where to write: a file (.csv, .jsonl, .parquet), or - for standard output (the default).
+    /// When --input names a directory or a glob, a directory: each input file gets an output
+    /// file at the same relative path, with the output format's extension.
+    #[arg(long, value_name = "PATH", default_value = "-")]
     pub output: String,
-    /// Format of whichever side has no telling extension (and of stdout when the input's
-    /// format is not given by its extension either).
+    /// Format of whichever side has no telling extension: standard input and output, input files
+    /// without an extension, and the files of an output directory (default there: the input's).
     #[arg(long, value_enum)]
     pub format: Option<Format>,
-    /// Copy this input column to the output beside the predictions; repeatable.
+    /// Copy this input column to the output beside the predictions; repeatable. From Parquet to
+    /// Parquet it keeps its type exactly.
     #[arg(long, value_name = "COLUMN")]
     pub keep: Vec<String>,
+    /// Score only this share of the input files: those whose position in the sorted list, modulo
+    /// COUNT, is INDEX. COUNT runs with INDEX 0 to COUNT-1 score every file exactly once.
+    #[arg(long, value_name = "INDEX/COUNT", conflicts_with = "shard_count")]
+    pub shard: Option<crate::files::Shard>,
+    /// Like --shard, with the index taken from JOB_COMPLETION_INDEX, which Kubernetes sets in
+    /// each pod of an Indexed Job (give the Job's `completions` here).
+    #[arg(long, value_name = "COUNT")]
+    pub shard_count: Option<usize>,
     /// Rows scored per forward pass; memory grows with it, not with the file.
     #[arg(long, default_value_t = 4096)]
     pub chunk_rows: usize,
@@ -182,7 +204,11 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
             if !args.model.is_empty() {
                 bail!("--model DIR serves a fixed set of versions; give either it or --model-repository");
             }
-            crate::repository::Repository::open(root, args.model_control, args.strict, &args.load_model)?
+            let layout = crate::repository::Layout::detect(root, args.model_name.as_deref())?;
+            if layout != crate::repository::Layout::Repository {
+                tracing::info!(?layout, root = %root.display(), "serving one model's files");
+            }
+            crate::repository::Repository::open_as(root, layout, args.model_control, args.strict, &args.load_model)?
         }
         None => {
             let mut registry = Registry::default();
@@ -310,66 +336,145 @@ async fn shutdown_signal() {
 fn predict(args: PredictArgs) -> anyhow::Result<u8> {
     let predictor =
         Predictor::load(&args.model).with_context(|| format!("loading the model in {}", args.model.display()))?;
-    let input_format = format_for(&args.input, args.format, "--input")?;
-    let output_format = if args.output == "-" {
-        args.format.unwrap_or(input_format)
-    } else {
-        format_for(&args.output, args.format, "--output")?
+    let shard = match (args.shard, args.shard_count) {
+        (Some(shard), _) => shard,
+        (None, Some(count)) => {
+            let index = std::env::var(crate::files::JOB_COMPLETION_INDEX).ok();
+            crate::files::Shard::from_job(count, index.as_deref())?
+        }
+        (None, None) => crate::files::Shard::ALL,
     };
-    let options = BatchOptions { input_format, output_format, keep: args.keep.clone(), chunk_rows: args.chunk_rows };
+    // (input, its format, output, its format) for each file this run scores.
+    let mut jobs: Vec<(String, Format, String, Format)> = Vec::new();
+    if args.input == "-" {
+        let input_format = format_for(&args.input, args.format, "--input")?;
+        if shard.index == 0 {
+            jobs.push(("-".into(), input_format, args.output.clone(), output_format(&args, input_format)?));
+        }
+    } else {
+        let inputs = crate::files::resolve(&args.input, args.format)?;
+        let mine = inputs.shard(shard);
+        if inputs.several {
+            if args.output == "-" {
+                bail!("--input {} names several files: --output must be a directory", args.input);
+            }
+            let dir = PathBuf::from(&args.output);
+            if dir.is_file() {
+                bail!("--output {}: a file, but --input names several files; give a directory", args.output);
+            }
+            for file in &mine {
+                let format = args.format.unwrap_or(file.format);
+                let out = crate::files::output_path(&dir, file, format);
+                jobs.push((
+                    file.path.to_string_lossy().into_owned(),
+                    file.format,
+                    out.to_string_lossy().into_owned(),
+                    format,
+                ));
+            }
+        } else {
+            for file in &mine {
+                jobs.push((args.input.clone(), file.format, args.output.clone(), output_format(&args, file.format)?));
+            }
+        }
+        if shard != crate::files::Shard::ALL {
+            eprintln!("shard {shard}: {} of {} input files", mine.len(), inputs.files.len());
+        }
+    }
+    let mut total = batch::BatchSummary::default();
+    for (input, input_format, output, output_format) in &jobs {
+        if jobs.len() > 1 {
+            eprintln!("{input} -> {output}");
+        }
+        let options = BatchOptions {
+            input_format: *input_format,
+            output_format: *output_format,
+            keep: args.keep.clone(),
+            chunk_rows: args.chunk_rows,
+        };
+        let summary =
+            score_file(&predictor, input, output, &options, args.quiet).with_context(|| format!("scoring {input}"))?;
+        total.rows += summary.rows;
+        total.failed += summary.failed;
+        for message in summary.first_errors {
+            if total.first_errors.len() < 10 {
+                total.first_errors.push(if jobs.len() > 1 { format!("{input}: {message}") } else { message });
+            }
+        }
+    }
+    eprintln!("scored {} rows: {} ok, {} failed", total.rows, total.rows - total.failed, total.failed);
+    for message in &total.first_errors {
+        eprintln!("  {message}");
+    }
+    if total.failed > total.first_errors.len() {
+        eprintln!("  ... and {} more (see the error column)", total.failed - total.first_errors.len());
+    }
+    Ok(if total.failed > 0 { EXIT_ROWS_FAILED } else { 0 })
+}
 
-    let (input, input_bytes): (Box<dyn BufRead + Send>, Option<u64>) = if args.input == "-" {
-        (Box::new(std::io::BufReader::with_capacity(1 << 16, std::io::stdin())), None)
+/// The output format of a single-file run.
+fn output_format(args: &PredictArgs, input_format: Format) -> anyhow::Result<Format> {
+    if args.output == "-" {
+        Ok(args.format.unwrap_or(input_format))
     } else {
-        let file = std::fs::File::open(&args.input).with_context(|| format!("opening {}", args.input))?;
-        let size = file.metadata().ok().map(|m| m.len());
-        (Box::new(std::io::BufReader::with_capacity(1 << 16, file)), size)
-    };
-    // Write to a temporary file and rename at the end, so a failed run leaves no half file.
-    let temporary = (args.output != "-").then(|| PathBuf::from(format!("{}.tmp", args.output)));
-    let output: Box<dyn Write> = match &temporary {
-        None => Box::new(std::io::stdout().lock()),
+        format_for(&args.output, args.format, "--output")
+    }
+}
+
+/// Scores one input into one output, through a temporary file renamed at the end, so that a
+/// failed run leaves no half file and a rerun replaces the output whole.
+fn score_file(
+    predictor: &Predictor,
+    input: &str,
+    output: &str,
+    options: &BatchOptions,
+    quiet: bool,
+) -> anyhow::Result<batch::BatchSummary> {
+    let temporary = (output != "-").then(|| PathBuf::from(format!("{output}.tmp")));
+    if let Some(parent) = temporary.as_ref().and_then(|t| t.parent()).filter(|p| !p.as_os_str().is_empty()) {
+        std::fs::create_dir_all(parent).with_context(|| format!("creating {}", parent.display()))?;
+    }
+    let sink: Box<dyn Write + Send> = match &temporary {
+        None => Box::new(std::io::stdout()),
         Some(path) => Box::new(std::fs::File::create(path).with_context(|| format!("creating {}", path.display()))?),
     };
-    let bar = if !args.quiet && std::io::stderr().is_terminal() {
+    let bar = (!quiet && std::io::stderr().is_terminal()).then(|| {
         let bar = indicatif::ProgressBar::new_spinner();
         bar.set_style(
             indicatif::ProgressStyle::with_template("{spinner} {pos} rows scored ({per_sec}, {elapsed})")
                 .unwrap_or_else(|_| indicatif::ProgressStyle::default_spinner()),
         );
-        Some(bar)
-    } else {
-        None
-    };
-    let _ = input_bytes;
-    let result = batch::score(&predictor, input, output, &options, |rows| {
+        bar
+    });
+    let progress = |rows: usize| {
         if let Some(bar) = &bar {
             bar.set_position(rows as u64);
         }
-    });
+    };
+    let result = if input == "-" {
+        batch::score(predictor, std::io::BufReader::with_capacity(1 << 16, std::io::stdin()), sink, options, progress)
+    } else {
+        let file = std::fs::File::open(input).with_context(|| format!("opening {input}"));
+        file.and_then(|file| match options.input_format {
+            Format::Parquet => batch::score_parquet(predictor, file, sink, options, progress),
+            _ => batch::score(predictor, std::io::BufReader::with_capacity(1 << 16, file), sink, options, progress),
+        })
+    };
     if let Some(bar) = &bar {
         bar.finish_and_clear();
     }
-    let summary = match result {
-        Ok(summary) => summary,
-        Err(error) => {
-            if let Some(path) = &temporary {
-                let _ = std::fs::remove_file(path);
-            }
-            return Err(error);
+    match (result, &temporary) {
+        (Err(error), Some(path)) => {
+            let _ = std::fs::remove_file(path);
+            Err(error)
         }
-    };
-    if let Some(path) = &temporary {
-        std::fs::rename(path, &args.output).with_context(|| format!("moving the output into {}", args.output))?;
+        (Err(error), None) => Err(error),
+        (Ok(summary), Some(path)) => {
+            std::fs::rename(path, output).with_context(|| format!("moving the output into {output}"))?;
+            Ok(summary)
+        }
+        (Ok(summary), None) => Ok(summary),
     }
-    eprintln!("scored {} rows: {} ok, {} failed", summary.rows, summary.rows - summary.failed, summary.failed);
-    for message in &summary.first_errors {
-        eprintln!("  {message}");
-    }
-    if summary.failed > summary.first_errors.len() {
-        eprintln!("  ... and {} more (see the error column)", summary.failed - summary.first_errors.len());
-    }
-    Ok(if summary.failed > 0 { EXIT_ROWS_FAILED } else { 0 })
 }
 
 fn format_for(path: &str, flag: Option<Format>, which: &str) -> anyhow::Result<Format> {
@@ -377,7 +482,7 @@ fn format_for(path: &str, flag: Option<Format>, which: &str) -> anyhow::Result<F
         (Some(format), _) => Ok(format),
         (None, Some(format)) => Ok(format),
         (None, None) => {
-            bail!("{which} {path}: cannot tell the format from the name; pass --format csv or --format jsonl")
+            bail!("{which} {path}: cannot tell the format from the name; pass --format csv, jsonl or parquet")
         }
     }
 }

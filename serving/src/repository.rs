@@ -123,10 +123,78 @@ struct Manager {
     known: BTreeSet<String>,
 }
 
+/// What the directory given as the repository holds. KServe mounts one model's files at
+/// `/mnt/models`, as they were stored: a whole repository, one model's directory of versions,
+/// or one version's files; each is served as it comes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Layout {
+    /// `<root>/<name>/<version>/`: every model below it.
+    Repository,
+    /// `<root>/<version>/`: the versions of one model, called `name`.
+    Model { name: String },
+    /// `<root>/manifest.json`: one version of one model.
+    Version { name: String, version: u64 },
+}
+
+impl Layout {
+    /// Tells the layout of `root` from what it holds: a manifest makes it one version, numbered
+    /// subdirectories (at least one with a manifest) make it one model, anything else is a
+    /// repository. `name` names the model of the first two (default: the model directory's
+    /// name); it is refused for a repository, whose directories name its models.
+    pub fn detect(root: &Path, name: Option<&str>) -> anyhow::Result<Self> {
+        let manifest = shared_inference::artifact::MANIFEST_FILE;
+        let dir_name = |path: &Path| path.file_name().map(|n| n.to_string_lossy().into_owned());
+        if root.join(manifest).is_file() {
+            let version = dir_name(root).and_then(|n| n.parse().ok()).unwrap_or(1);
+            let name = match name {
+                Some(name) => name.to_string(),
+                None => root.parent().and_then(dir_name).with_context(|| {
+                    format!("{} is one model version: pass --model-name to name its model", root.display())
+                })?,
+            };
+            return Ok(Layout::Version { name, version });
+        }
+        let entries =
+            std::fs::read_dir(root).with_context(|| format!("reading model repository {}", root.display()))?;
+        let dirs: Vec<PathBuf> = entries
+            .flatten()
+            .filter(|e| !e.file_name().to_string_lossy().starts_with('.') && e.file_type().is_ok_and(|t| t.is_dir()))
+            .map(|e| e.path())
+            .collect();
+        let numbered = |d: &PathBuf| dir_name(d).is_some_and(|n| n.parse::<u64>().is_ok());
+        if !dirs.is_empty() && dirs.iter().all(numbered) && dirs.iter().any(|d| d.join(manifest).is_file()) {
+            let name = match name {
+                Some(name) => name.to_string(),
+                None => dir_name(root)
+                    .with_context(|| format!("pass --model-name to name the model in {}", root.display()))?,
+            };
+            return Ok(Layout::Model { name });
+        }
+        if let Some(name) = name {
+            bail!(
+                "--model-name {name}: {} is a repository (<name>/<version>/ directories), whose directory names \
+                 name its models; --model-name applies to one model's directory or one version directory",
+                root.display()
+            );
+        }
+        Ok(Layout::Repository)
+    }
+
+    /// The directory of `version` of `model`.
+    fn version_dir(&self, root: &Path, model: &str, version: u64) -> PathBuf {
+        match self {
+            Layout::Repository => root.join(model).join(version.to_string()),
+            Layout::Model { .. } => root.join(version.to_string()),
+            Layout::Version { .. } => root.to_path_buf(),
+        }
+    }
+}
+
 /// The repository and the snapshot requests read.
 #[derive(Debug)]
 pub struct Repository {
     root: Option<PathBuf>,
+    layout: Layout,
     mode: ModelControl,
     current: RwLock<Arc<Registry>>,
     manager: Mutex<Manager>,
@@ -137,28 +205,48 @@ pub struct Repository {
 /// What one scan of the repository found: versions by model.
 type Scan = BTreeMap<String, BTreeMap<u64, PathBuf>>;
 
-fn scan(root: &Path, only: Option<&str>) -> anyhow::Result<Scan> {
+fn scan(root: &Path, layout: &Layout, only: Option<&str>) -> anyhow::Result<Scan> {
     let mut found = Scan::new();
+    match layout {
+        Layout::Repository => {}
+        Layout::Model { name } | Layout::Version { name, .. } if only.is_some_and(|o| o != name) => return Ok(found),
+        Layout::Model { name } => {
+            found.insert(name.clone(), versions_in(root)?);
+            return Ok(found);
+        }
+        Layout::Version { name, version } => {
+            if root.is_dir() {
+                found.insert(name.clone(), BTreeMap::from([(*version, root.to_path_buf())]));
+            }
+            return Ok(found);
+        }
+    }
     let entries = std::fs::read_dir(root).with_context(|| format!("reading model repository {}", root.display()))?;
     for entry in entries.flatten() {
         let name = entry.file_name().to_string_lossy().into_owned();
         if name.starts_with('.') || !entry.file_type().is_ok_and(|t| t.is_dir()) || only.is_some_and(|o| o != name) {
             continue;
         }
-        let mut versions = BTreeMap::new();
-        let Ok(dirs) = std::fs::read_dir(entry.path()) else {
+        let Ok(versions) = versions_in(&entry.path()) else {
             tracing::warn!(model = name, "cannot read the model's directory; skipped");
             continue;
         };
-        for version in dirs.flatten() {
-            let Some(number) = version.file_name().to_str().and_then(|n| n.parse::<u64>().ok()) else { continue };
-            if version.file_type().is_ok_and(|t| t.is_dir()) {
-                versions.insert(number, version.path());
-            }
-        }
         found.insert(name, versions);
     }
     Ok(found)
+}
+
+/// The numbered version directories of one model's directory.
+fn versions_in(dir: &Path) -> anyhow::Result<BTreeMap<u64, PathBuf>> {
+    let mut versions = BTreeMap::new();
+    let dirs = std::fs::read_dir(dir).with_context(|| format!("reading model directory {}", dir.display()))?;
+    for version in dirs.flatten() {
+        let Some(number) = version.file_name().to_str().and_then(|n| n.parse::<u64>().ok()) else { continue };
+        if version.file_type().is_ok_and(|t| t.is_dir()) {
+            versions.insert(number, version.path());
+        }
+    }
+    Ok(versions)
 }
 
 impl Repository {
@@ -166,6 +254,7 @@ impl Repository {
     pub fn fixed(registry: Registry) -> Self {
         Self {
             root: None,
+            layout: Layout::Repository,
             mode: ModelControl::None,
             current: RwLock::new(Arc::new(registry)),
             manager: Mutex::new(Manager::default()),
@@ -179,15 +268,27 @@ impl Repository {
     /// `strict`, any version that fails to load, and in `none` mode a repository with nothing
     /// loadable.
     pub fn open(root: &Path, mode: ModelControl, strict: bool, initial: &[String]) -> anyhow::Result<Self> {
+        Self::open_as(root, Layout::Repository, mode, strict, initial)
+    }
+
+    /// [`Repository::open`] for a directory of the given layout.
+    pub fn open_as(
+        root: &Path,
+        layout: Layout,
+        mode: ModelControl,
+        strict: bool,
+        initial: &[String],
+    ) -> anyhow::Result<Self> {
         let repository = Self {
             root: Some(root.to_path_buf()),
+            layout,
             mode,
             current: RwLock::new(Arc::new(Registry::default())),
             manager: Mutex::new(Manager::default()),
             loading: Mutex::new(None),
             retired: Mutex::new(Vec::new()),
         };
-        let found = scan(root, None)?;
+        let found = scan(root, &repository.layout, None)?;
         if mode == ModelControl::Explicit {
             let mut manager = repository.lock();
             for name in initial {
@@ -233,7 +334,7 @@ impl Repository {
     pub fn refresh(&self, only: Option<&str>) -> anyhow::Result<()> {
         let Some(root) = &self.root else { return Ok(()) };
         let mut manager = self.lock();
-        let found = scan(root, only)?;
+        let found = scan(root, &self.layout, only)?;
         match only {
             None => manager.known = found.keys().cloned().collect(),
             Some(name) if found.contains_key(name) => {
@@ -404,7 +505,7 @@ impl Repository {
             .map(|((model, version), failed)| LoadFailure {
                 model: model.clone(),
                 version: *version,
-                dir: root.join(model).join(version.to_string()),
+                dir: self.layout.version_dir(root, model, *version),
                 reason: failed.reason.clone(),
             })
             .collect();
@@ -437,7 +538,7 @@ impl Repository {
         if self.mode == ModelControl::None {
             return Err(ControlError::Disabled);
         }
-        let found = scan(root, Some(name))
+        let found = scan(root, &self.layout, Some(name))
             .map_err(|e| ControlError::LoadFailed { model: name.into(), reason: format!("{e:#}") })?;
         if !found.contains_key(name) {
             return Err(ControlError::UnknownModel(name.to_string()));
@@ -472,7 +573,7 @@ impl Repository {
             return Err(ControlError::Disabled);
         }
         let mut manager = self.lock();
-        let on_disk = scan(root, Some(name)).is_ok_and(|s| s.contains_key(name));
+        let on_disk = scan(root, &self.layout, Some(name)).is_ok_and(|s| s.contains_key(name));
         if !manager.loaded.contains_key(name) {
             return Err(if on_disk {
                 ControlError::NotLoaded(name.into())
@@ -500,7 +601,7 @@ impl Repository {
         // While a version loads, the manager is busy: the index then comes from the snapshot.
         let manager = self.manager.try_lock().ok();
         if let (Some(root), Some(manager)) = (&self.root, manager) {
-            for (name, versions) in scan(root, None).unwrap_or_default() {
+            for (name, versions) in scan(root, &self.layout, None).unwrap_or_default() {
                 for version in versions.into_keys() {
                     let reason = if let Some(failed) = manager.failed.get(&(name.clone(), version)) {
                         failed.reason.clone()

@@ -1,7 +1,7 @@
 //! End-to-end tests across the crates: the wall between training and serving, parity between
 //! the trainer's evaluation and every serving path, the real server binary under load and
 //! shutdown and against slow, over-limit, unauthorized or TLS clients and damaged artifacts,
-//! and batch scoring of files with bad rows.
+//! batch scoring of files with bad rows (CSV, JSON Lines, Parquet), and sharded scoring.
 
 mod batch_scoring;
 mod hardening;
@@ -10,6 +10,7 @@ mod onnx;
 mod parity;
 mod rollout;
 mod server;
+mod sharded_scoring;
 mod support;
 mod unsafe_code;
 mod wall;
