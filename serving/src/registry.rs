@@ -66,9 +66,15 @@ pub enum Target<'a> {
 
 /// A loaded version, checked, with a warm-up prediction done: what a repository may serve.
 pub fn load_checked(dir: &Path, model: &str, version: u64) -> anyhow::Result<LoadedModel> {
+    load_named(dir, model, version, false)
+}
+
+/// [`load_checked`], where `renamed` says the model is served under a name of the operator's
+/// choosing (`--model-name`), which its manifest need not carry; the version must still match.
+pub fn load_named(dir: &Path, model: &str, version: u64, renamed: bool) -> anyhow::Result<LoadedModel> {
     let predictor = Predictor::load(dir).with_context(|| format!("loading model {}", dir.display()))?;
     let manifest = predictor.manifest();
-    if manifest.name != model || manifest.version != version {
+    if (!renamed && manifest.name != model) || manifest.version != version {
         bail!(
             "{}: the manifest says model '{}' version {}, but the directory is {model}/{version}",
             dir.display(),

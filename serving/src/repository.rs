@@ -137,15 +137,22 @@ pub enum Layout {
 }
 
 impl Layout {
-    /// Tells the layout of `root` from what it holds: a manifest makes it one version, numbered
-    /// subdirectories (at least one with a manifest) make it one model, anything else is a
-    /// repository. `name` names the model of the first two (default: the model directory's
-    /// name); it is refused for a repository, whose directories name its models.
+    /// Tells the layout of `root` from what it holds: a manifest makes it one version (numbered
+    /// as its manifest says), numbered subdirectories (at least one with a manifest) make it one
+    /// model, anything else is a repository. `name` names the model of the first two (default:
+    /// the model directory's name), whatever name its manifests carry; it is refused for a
+    /// repository, whose directories name its models.
     pub fn detect(root: &Path, name: Option<&str>) -> anyhow::Result<Self> {
         let manifest = shared_inference::artifact::MANIFEST_FILE;
         let dir_name = |path: &Path| path.file_name().map(|n| n.to_string_lossy().into_owned());
         if root.join(manifest).is_file() {
-            let version = dir_name(root).and_then(|n| n.parse().ok()).unwrap_or(1);
+            // The version is the manifest's: a mounted directory's name (`models`) says nothing.
+            let version = std::fs::read(root.join(manifest))
+                .ok()
+                .and_then(|bytes| serde_json::from_slice::<serde_json::Value>(&bytes).ok())
+                .and_then(|m| m["version"].as_u64())
+                .or_else(|| dir_name(root).and_then(|n| n.parse().ok()))
+                .unwrap_or(1);
             let name = match name {
                 Some(name) => name.to_string(),
                 None => root.parent().and_then(dir_name).with_context(|| {
@@ -457,7 +464,8 @@ impl Repository {
             return false;
         }
         *self.loading.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = Some(key.clone());
-        let outcome = crate::registry::load_checked(dir, name, version);
+        let renamed = self.layout != Layout::Repository;
+        let outcome = crate::registry::load_named(dir, name, version, renamed);
         *self.loading.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = None;
         match outcome {
             Ok(model) => {

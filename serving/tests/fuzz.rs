@@ -2334,6 +2334,7 @@ fn check_batch_case(houses: &Model, case: &BatchCase) -> Result<&'static str, St
     let expected = match options.input_format {
         Format::Csv => expected_csv(houses, &case.input, &options.keep),
         Format::Jsonl => expected_jsonl(houses, &case.input, &options.keep),
+        Format::Parquet => unreachable!("the batch cases are text; Parquet is fuzzed in its own target"),
     };
     let (summary, expected) = match (result, expected) {
         (Err(error), Err(_)) => {
@@ -2347,6 +2348,7 @@ fn check_batch_case(houses: &Model, case: &BatchCase) -> Result<&'static str, St
     let got = match options.output_format {
         Format::Csv => read_csv_output(&output, &options.keep),
         Format::Jsonl => read_jsonl_output(&output, &options.keep),
+        Format::Parquet => unreachable!("the batch cases write text"),
     }
     .map_err(|e| format!("{e}; output: b\"{}\"", shown(&output)))?;
     let failed = expected.iter().filter(|r| r.prediction.is_none()).count();
@@ -2362,6 +2364,7 @@ fn check_batch_case(houses: &Model, case: &BatchCase) -> Result<&'static str, St
         let kept: Vec<Value> = match options.output_format {
             Format::Csv => expected.kept.iter().map(|v| Value::from(kept_text(v))).collect(),
             Format::Jsonl => expected.kept.clone(),
+            Format::Parquet => unreachable!("the batch cases write text"),
         };
         let same = match (&got.prediction, expected.prediction) {
             (Ok(value), Some(want)) => value.to_bits() == want.to_bits(),

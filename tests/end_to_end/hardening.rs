@@ -29,17 +29,17 @@ use crate::server::{diamonds_record, wait_ready};
 use crate::support::{Outcome, Response, binary, parse_response, read_response, repository, send, workspace};
 
 /// A `serving serve` process, killed when dropped if it is still running.
-struct Server {
+pub(crate) struct Server {
     child: Child,
     /// Where to reach it: the address it logged, with an unspecified IP replaced by 127.0.0.1.
-    addr: SocketAddr,
+    pub(crate) addr: SocketAddr,
     log: Arc<Mutex<Vec<String>>>,
 }
 
 impl Server {
     /// Starts the server on `root` with JSON logs and these extra arguments (`--addr
     /// 127.0.0.1:0` unless they give an address), and waits for its "listening" line.
-    fn start(root: &Path, args: &[&str]) -> Self {
+    pub(crate) fn start(root: &Path, args: &[&str]) -> Self {
         Self::start_with_env(root, args, &[])
     }
 
@@ -81,7 +81,7 @@ impl Server {
         }
     }
 
-    fn log(&self) -> String {
+    pub(crate) fn log(&self) -> String {
         self.log.lock().expect("log lock").join("\n")
     }
 

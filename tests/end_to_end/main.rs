@@ -1,10 +1,13 @@
 //! End-to-end tests across the crates: the wall between training and serving, parity between
 //! the trainer's evaluation and every serving path, the real server binary under load and
 //! shutdown and against slow, over-limit, unauthorized or TLS clients and damaged artifacts,
-//! batch scoring of files with bad rows (CSV, JSON Lines, Parquet), and sharded scoring.
+//! batch scoring of files with bad rows (CSV, JSON Lines, Parquet), sharded scoring, and the
+//! deployment files in deploy/ against the binary.
 
 mod batch_scoring;
+mod deploy;
 mod hardening;
+mod kserve_layouts;
 mod missing_values;
 mod onnx;
 mod parity;

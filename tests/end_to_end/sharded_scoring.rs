@@ -268,3 +268,60 @@ fn shards_in_separate_processes_score_every_row_once_with_the_bits_of_one_run() 
         assert_eq!(got, want, "row {} differs between the sharded and the unsharded run", want.0);
     }
 }
+
+#[test]
+fn damaged_parquet_files_are_refused_or_scored_never_a_panic() {
+    let dir = tempfile::tempdir().expect("temporary directory");
+    let mut frame = diamonds_frame(dir.path()).head(Some(3000));
+    let clean = dir.path().join("clean.parquet");
+    write_parquet(&mut frame, &clean, 400);
+    let bytes = std::fs::read(&clean).expect("read back");
+    let predictor = shared_inference::Predictor::load(&repository().version_dir("diamonds")).expect("model loads");
+    let options = serving::batch::BatchOptions {
+        input_format: serving::batch::Format::Parquet,
+        output_format: serving::batch::Format::Csv,
+        keep: vec!["row_id".into()],
+        chunk_rows: 256,
+    };
+    let damaged = dir.path().join("damaged.parquet");
+    // A small deterministic generator (xorshift): the same 300 damaged files on every run.
+    let mut state = 0x9e37_79b9_7f4a_7c15_u64;
+    let mut next = move |bound: usize| {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        (state % bound as u64) as usize
+    };
+    let (mut refused, mut scored) = (0, 0);
+    for case in 0..300 {
+        let mut damaged_bytes = bytes.clone();
+        if case % 4 == 0 {
+            damaged_bytes.truncate(next(bytes.len()));
+        } else {
+            for _ in 0..1 + next(8) {
+                let at = next(damaged_bytes.len());
+                damaged_bytes[at] = next(256) as u8;
+            }
+        }
+        std::fs::write(&damaged, &damaged_bytes).expect("write damaged file");
+        let file = std::fs::File::open(&damaged).expect("open damaged file");
+        let mut out = Vec::new();
+        let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            serving::batch::score_parquet(&predictor, file, &mut out, &options, |_| {})
+        }));
+        match outcome {
+            Err(_) => panic!("case {case}: a damaged Parquet file made the reader panic"),
+            Ok(Err(error)) => {
+                assert!(!format!("{error:#}").trim().is_empty(), "case {case}: refused without a message");
+                refused += 1;
+            }
+            Ok(Ok(summary)) => {
+                // Damage the format cannot detect (a flipped digit in a plain-encoded number)
+                // still gives one output row per input row.
+                assert_eq!(summary.rows, frame.height(), "case {case}: scored, but not every row");
+                scored += 1;
+            }
+        }
+    }
+    assert!(refused > 100, "only {refused} of 300 damaged files were refused ({scored} scored)");
+}
