@@ -14,6 +14,7 @@ mod parity;
 mod rollout;
 mod server;
 mod sharded_scoring;
+mod spark;
 mod support;
 mod unsafe_code;
 mod wall;
