@@ -729,3 +729,81 @@ impl<W: Write + Send> ParquetWriter<W> {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn annotated(name: &str, physical: PhysicalType, logical: Option<LogicalType>) -> TypePtr {
+        Arc::new(
+            Type::primitive_type_builder(name, physical)
+                .with_repetition(Repetition::OPTIONAL)
+                .with_logical_type(logical)
+                .build()
+                .expect("a valid column type"),
+        )
+    }
+
+    #[test]
+    fn kept_columns_come_back_with_their_type_and_their_exact_values() {
+        let day = annotated("day", PhysicalType::INT32, Some(LogicalType::Date));
+        let count = annotated("count", PhysicalType::INT32, Some(LogicalType::integer(32, false)));
+        let weight = annotated("weight", PhysicalType::FLOAT, None);
+        let kept = vec![
+            ("day".to_string(), KeptType::Parquet(day)),
+            ("count".to_string(), KeptType::Parquet(count)),
+            ("weight".to_string(), KeptType::Parquet(weight)),
+        ];
+        let dir = tempfile::tempdir().expect("temporary directory");
+        let path = dir.path().join("kept.parquet");
+        let mut writer = ParquetWriter::new(File::create(&path).expect("create"), &kept, &["prediction".into()], false)
+            .expect("writer");
+        let rows = [
+            vec![Value::from(19_000), Value::from(u32::MAX), number(f64::from(0.1f32))],
+            vec![Value::Null, Value::from(7u32), number(f64::from(f32::MIN_POSITIVE))],
+        ];
+        writer.write_prediction(&rows[0], None, &[1.5]).expect("row 1");
+        writer.write_error(&rows[1], "row 2: bad").expect("row 2");
+        writer.finish().expect("footer");
+
+        let names: Vec<String> = ["day", "count", "weight"].map(String::from).to_vec();
+        let mut reader = ParquetReader::open(File::open(&path).expect("open"), &["prediction".into()], &names)
+            .expect("the written file reads back");
+        for (got, (_, want)) in reader.kept_types().iter().zip(&kept) {
+            let (KeptType::Parquet(got), KeptType::Parquet(want)) = (got, want) else { panic!("not Parquet types") };
+            assert_eq!(got.get_physical_type(), want.get_physical_type(), "{}", want.name());
+            assert_eq!(
+                got.get_basic_info().logical_type_ref(),
+                want.get_basic_info().logical_type_ref(),
+                "{}",
+                want.name()
+            );
+        }
+        let chunk = reader.read_chunk(10).expect("rows");
+        assert_eq!(chunk.rows, 2);
+        assert_eq!(chunk.kept(0), rows[0], "values read back as written, unsigned and f32 included");
+        assert_eq!(chunk.kept(1), rows[1]);
+        let mut cells = Vec::new();
+        chunk.cells(0, &mut cells).expect("a float cell");
+        assert_eq!(cells, [Cell::Number(1.5)]);
+        chunk.cells(1, &mut cells).expect("a null cell");
+        assert_eq!(cells, [Cell::Missing], "an error row's prediction is null");
+    }
+
+    #[test]
+    fn a_date_or_decimal_kept_column_is_refused_for_text_outputs_with_its_name() {
+        let day = KeptType::Parquet(annotated("day", PhysicalType::INT32, Some(LogicalType::Date)));
+        let error = check_text_output(&[KeptType::Text, day]).expect_err("a date in CSV").to_string();
+        assert!(error.contains("--keep day") && error.contains("Parquet output"), "{error}");
+        let plain = KeptType::Parquet(annotated("id", PhysicalType::INT64, None));
+        assert!(check_text_output(&[plain, KeptType::Json]).is_ok());
+    }
+
+    #[test]
+    fn decimals_read_from_their_big_endian_bytes() {
+        assert_eq!(big_endian(&[0x01, 0x00]), Ok(256));
+        assert_eq!(big_endian(&[0xff, 0xfe]), Ok(-2));
+        assert!(big_endian(&[0; 17]).is_err());
+        assert!((decimal(-12345, 2) - -123.45).abs() < 1e-12);
+    }
+}
