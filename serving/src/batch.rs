@@ -66,7 +66,8 @@ pub struct BatchSummary {
     pub first_errors: Vec<String>,
 }
 
-const ERRORS_KEPT: usize = 10;
+/// Messages of failed rows a run keeps in full for its summary.
+pub const ERRORS_KEPT: usize = 10;
 
 /// One input row on its way through a chunk.
 struct Row<'a> {

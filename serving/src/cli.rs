@@ -397,7 +397,7 @@ fn predict(args: PredictArgs) -> anyhow::Result<u8> {
         total.rows += summary.rows;
         total.failed += summary.failed;
         for message in summary.first_errors {
-            if total.first_errors.len() < 10 {
+            if total.first_errors.len() < batch::ERRORS_KEPT {
                 total.first_errors.push(if jobs.len() > 1 { format!("{input}: {message}") } else { message });
             }
         }

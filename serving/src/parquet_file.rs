@@ -11,7 +11,7 @@ use std::sync::Arc;
 use anyhow::{Context, bail};
 use parquet::basic::{Compression, ConvertedType, LogicalType, Repetition, Type as PhysicalType};
 use parquet::column::reader::ColumnReader;
-use parquet::data_type::{ByteArray, ByteArrayType, FixedLenByteArray};
+use parquet::data_type::{ByteArray, ByteArrayType, FixedLenByteArray, FixedLenByteArrayType};
 use parquet::file::properties::WriterProperties;
 use parquet::file::reader::FileReader;
 use parquet::file::serialized_reader::SerializedFileReader;
@@ -89,8 +89,7 @@ fn type_text(column: &ColumnDescPtr) -> String {
     }
 }
 
-/// One chunk of one column: the definition levels (when the column is optional) and the
-/// non-null values, in Parquet's layout.
+/// The non-null values of one column's chunk (read) or row group (written), by physical type.
 #[derive(Debug)]
 enum Values {
     Bool(Vec<bool>),
@@ -102,6 +101,35 @@ enum Values {
     Fixed(Vec<FixedLenByteArray>),
 }
 
+impl Values {
+    fn for_type(physical: PhysicalType) -> Self {
+        match physical {
+            PhysicalType::BOOLEAN => Values::Bool(Vec::new()),
+            PhysicalType::INT32 => Values::I32(Vec::new()),
+            PhysicalType::INT64 => Values::I64(Vec::new()),
+            PhysicalType::FLOAT => Values::F32(Vec::new()),
+            PhysicalType::DOUBLE => Values::F64(Vec::new()),
+            PhysicalType::BYTE_ARRAY => Values::Bytes(Vec::new()),
+            // INT96 is neither read as a feature nor kept (see `ParquetReader::open`).
+            PhysicalType::FIXED_LEN_BYTE_ARRAY | PhysicalType::INT96 => Values::Fixed(Vec::new()),
+        }
+    }
+
+    fn clear(&mut self) {
+        match self {
+            Values::Bool(v) => v.clear(),
+            Values::I32(v) => v.clear(),
+            Values::I64(v) => v.clear(),
+            Values::F32(v) => v.clear(),
+            Values::F64(v) => v.clear(),
+            Values::Bytes(v) => v.clear(),
+            Values::Fixed(v) => v.clear(),
+        }
+    }
+}
+
+/// One chunk of one column: the definition levels (when the column is optional) and the
+/// non-null values, in Parquet's layout.
 #[derive(Debug)]
 struct Buffer {
     name: String,
@@ -115,16 +143,7 @@ struct Buffer {
 
 impl Buffer {
     fn new(column: &ColumnDescPtr) -> Self {
-        let values = match column.physical_type() {
-            PhysicalType::BOOLEAN => Values::Bool(Vec::new()),
-            PhysicalType::INT32 => Values::I32(Vec::new()),
-            PhysicalType::INT64 => Values::I64(Vec::new()),
-            PhysicalType::FLOAT => Values::F32(Vec::new()),
-            PhysicalType::DOUBLE => Values::F64(Vec::new()),
-            PhysicalType::BYTE_ARRAY => Values::Bytes(Vec::new()),
-            // INT96 is refused before any reading (see `check_readable`).
-            PhysicalType::FIXED_LEN_BYTE_ARRAY | PhysicalType::INT96 => Values::Fixed(Vec::new()),
-        };
+        let values = Values::for_type(column.physical_type());
         Self {
             name: column.name().to_string(),
             kind: kind(column),
@@ -138,15 +157,7 @@ impl Buffer {
     fn clear(&mut self) {
         self.defs.clear();
         self.at.clear();
-        match &mut self.values {
-            Values::Bool(v) => v.clear(),
-            Values::I32(v) => v.clear(),
-            Values::I64(v) => v.clear(),
-            Values::F32(v) => v.clear(),
-            Values::F64(v) => v.clear(),
-            Values::Bytes(v) => v.clear(),
-            Values::Fixed(v) => v.clear(),
-        }
+        self.values.clear();
     }
 
     /// Reads up to `rows` more rows from `reader`; returns how many it read.
@@ -316,7 +327,7 @@ pub struct ParquetReader {
     readers: Option<Vec<ColumnReader>>,
     kept_types: Vec<KeptType>,
     /// Rows read so far (the 1-based number of the next row is this + 1).
-    pub rows_read: u64,
+    rows_read: u64,
 }
 
 impl std::fmt::Debug for ParquetReader {
@@ -392,11 +403,6 @@ impl ParquetReader {
     /// The types of the kept columns, in `--keep` order.
     pub fn kept_types(&self) -> &[KeptType] {
         &self.kept_types
-    }
-
-    /// Rows in the whole file, from its footer.
-    pub fn total_rows(&self) -> u64 {
-        u64::try_from(self.file.metadata().file_metadata().num_rows()).unwrap_or(0)
     }
 
     /// Reads the next `max_rows` rows (fewer at the end of the file; 0 once it is done) into the
@@ -485,20 +491,10 @@ pub const ROW_GROUP_ROWS: usize = 1 << 17;
 
 /// One output column's buffered rows.
 #[derive(Debug)]
-enum Out {
-    Bool(Vec<bool>),
-    I32(Vec<i32>),
-    I64(Vec<i64>),
-    F32(Vec<f32>),
-    F64(Vec<f64>),
-    Bytes(Vec<ByteArray>),
-}
-
-#[derive(Debug)]
 struct OutColumn {
     name: String,
     defs: Vec<i16>,
-    values: Out,
+    values: Values,
 }
 
 impl OutColumn {
@@ -507,14 +503,14 @@ impl OutColumn {
     }
 
     fn push_f32(&mut self, value: f32) -> anyhow::Result<()> {
-        let Out::F32(v) = &mut self.values else { bail!("column '{}' does not hold floats", self.name) };
+        let Values::F32(v) = &mut self.values else { bail!("column '{}' does not hold floats", self.name) };
         v.push(value);
         self.defs.push(1);
         Ok(())
     }
 
     fn push_text(&mut self, value: &str) -> anyhow::Result<()> {
-        let Out::Bytes(v) = &mut self.values else { bail!("column '{}' does not hold text", self.name) };
+        let Values::Bytes(v) = &mut self.values else { bail!("column '{}' does not hold text", self.name) };
         v.push(ByteArray::from(value));
         self.defs.push(1);
         Ok(())
@@ -529,24 +525,25 @@ impl OutColumn {
         let name = &self.name;
         let wrong = || anyhow::anyhow!("kept column '{name}': the value {value} does not fit its type");
         match &mut self.values {
-            Out::Bool(v) => v.push(value.as_bool().ok_or_else(wrong)?),
+            Values::Bool(v) => v.push(value.as_bool().ok_or_else(wrong)?),
             // Unsigned 32- and 64-bit values were read as the stored bits reinterpreted, and go
             // back the same way.
-            Out::I32(v) => v.push(match value.as_i64() {
+            Values::I32(v) => v.push(match value.as_i64() {
                 Some(i) => i32::try_from(i).or_else(|_| u32::try_from(i).map(|u| u as i32)).map_err(|_| wrong())?,
                 None => return Err(wrong()),
             }),
-            Out::I64(v) => v.push(match (value.as_i64(), value.as_u64()) {
+            Values::I64(v) => v.push(match (value.as_i64(), value.as_u64()) {
                 (Some(i), _) => i,
                 (None, Some(u)) => u as i64,
                 _ => return Err(wrong()),
             }),
-            Out::F32(v) => v.push(float(value).ok_or_else(wrong)? as f32),
-            Out::F64(v) => v.push(float(value).ok_or_else(wrong)?),
-            Out::Bytes(v) => v.push(ByteArray::from(match value {
+            Values::F32(v) => v.push(float(value).ok_or_else(wrong)? as f32),
+            Values::F64(v) => v.push(float(value).ok_or_else(wrong)?),
+            Values::Bytes(v) => v.push(ByteArray::from(match value {
                 Value::String(s) => s.clone().into_bytes(),
                 other => other.to_string().into_bytes(),
             })),
+            Values::Fixed(_) => return Err(wrong()),
         }
         self.defs.push(1);
         Ok(())
@@ -554,14 +551,7 @@ impl OutColumn {
 
     fn clear(&mut self) {
         self.defs.clear();
-        match &mut self.values {
-            Out::Bool(v) => v.clear(),
-            Out::I32(v) => v.clear(),
-            Out::I64(v) => v.clear(),
-            Out::F32(v) => v.clear(),
-            Out::F64(v) => v.clear(),
-            Out::Bytes(v) => v.clear(),
-        }
+        self.values.clear();
     }
 }
 
@@ -619,13 +609,10 @@ impl<W: Write + Send> ParquetWriter<W> {
                 KeptType::Text | KeptType::Json => text_type(name)?,
             };
             let values = match field.get_physical_type() {
-                PhysicalType::BOOLEAN => Out::Bool(Vec::new()),
-                PhysicalType::INT32 => Out::I32(Vec::new()),
-                PhysicalType::INT64 => Out::I64(Vec::new()),
-                PhysicalType::FLOAT => Out::F32(Vec::new()),
-                PhysicalType::DOUBLE => Out::F64(Vec::new()),
-                PhysicalType::BYTE_ARRAY => Out::Bytes(Vec::new()),
-                other => bail!("--keep {name}: {other} columns are not written"),
+                other @ (PhysicalType::INT96 | PhysicalType::FIXED_LEN_BYTE_ARRAY) => {
+                    bail!("--keep {name}: {other} columns are not written")
+                }
+                physical => Values::for_type(physical),
             };
             fields.push(Arc::new(field));
             columns.push(OutColumn { name: name.clone(), defs: Vec::new(), values });
@@ -633,18 +620,18 @@ impl<W: Write + Send> ParquetWriter<W> {
         for (i, name) in predictions.iter().enumerate() {
             if labelled && i == 0 {
                 fields.push(Arc::new(text_type(name)?));
-                columns.push(OutColumn { name: name.clone(), defs: Vec::new(), values: Out::Bytes(Vec::new()) });
+                columns.push(OutColumn { name: name.clone(), defs: Vec::new(), values: Values::Bytes(Vec::new()) });
             } else {
                 fields.push(Arc::new(
                     Type::primitive_type_builder(name, PhysicalType::FLOAT)
                         .with_repetition(Repetition::OPTIONAL)
                         .build()?,
                 ));
-                columns.push(OutColumn { name: name.clone(), defs: Vec::new(), values: Out::F32(Vec::new()) });
+                columns.push(OutColumn { name: name.clone(), defs: Vec::new(), values: Values::F32(Vec::new()) });
             }
         }
         fields.push(Arc::new(text_type("error")?));
-        columns.push(OutColumn { name: "error".into(), defs: Vec::new(), values: Out::Bytes(Vec::new()) });
+        columns.push(OutColumn { name: "error".into(), defs: Vec::new(), values: Values::Bytes(Vec::new()) });
         let schema = Type::group_type_builder("schema").with_fields(fields).build()?;
         let properties = WriterProperties::builder()
             .set_compression(Compression::SNAPPY)
@@ -705,12 +692,13 @@ impl<W: Write + Send> ParquetWriter<W> {
             let mut out = group.next_column()?.context("the output schema has fewer columns than the rows")?;
             let defs = Some(column.defs.as_slice());
             match &column.values {
-                Out::Bool(v) => out.typed::<parquet::data_type::BoolType>().write_batch(v, defs, None)?,
-                Out::I32(v) => out.typed::<parquet::data_type::Int32Type>().write_batch(v, defs, None)?,
-                Out::I64(v) => out.typed::<parquet::data_type::Int64Type>().write_batch(v, defs, None)?,
-                Out::F32(v) => out.typed::<parquet::data_type::FloatType>().write_batch(v, defs, None)?,
-                Out::F64(v) => out.typed::<parquet::data_type::DoubleType>().write_batch(v, defs, None)?,
-                Out::Bytes(v) => out.typed::<ByteArrayType>().write_batch(v, defs, None)?,
+                Values::Bool(v) => out.typed::<parquet::data_type::BoolType>().write_batch(v, defs, None)?,
+                Values::I32(v) => out.typed::<parquet::data_type::Int32Type>().write_batch(v, defs, None)?,
+                Values::I64(v) => out.typed::<parquet::data_type::Int64Type>().write_batch(v, defs, None)?,
+                Values::F32(v) => out.typed::<parquet::data_type::FloatType>().write_batch(v, defs, None)?,
+                Values::F64(v) => out.typed::<parquet::data_type::DoubleType>().write_batch(v, defs, None)?,
+                Values::Bytes(v) => out.typed::<ByteArrayType>().write_batch(v, defs, None)?,
+                Values::Fixed(v) => out.typed::<FixedLenByteArrayType>().write_batch(v, defs, None)?,
             };
             out.close()?;
             column.clear();

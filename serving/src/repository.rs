@@ -149,8 +149,8 @@ impl Layout {
             // The version is the manifest's: a mounted directory's name (`models`) says nothing.
             let version = std::fs::read(root.join(manifest))
                 .ok()
-                .and_then(|bytes| serde_json::from_slice::<serde_json::Value>(&bytes).ok())
-                .and_then(|m| m["version"].as_u64())
+                .and_then(|bytes| shared_inference::artifact::Manifest::from_json(&bytes).ok())
+                .map(|m| m.version)
                 .or_else(|| dir_name(root).and_then(|n| n.parse().ok()))
                 .unwrap_or(1);
             let name = match name {

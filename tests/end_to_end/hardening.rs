@@ -16,109 +16,19 @@
 //!  -keyout key.pem -out cert.pem`
 //! (`CA:FALSE`: webpki refuses a CA certificate as the server's own). Never use them elsewhere.
 
-use std::io::{BufRead, BufReader, ErrorKind, Read, Write};
+use std::io::{ErrorKind, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Stdio};
-use std::sync::{Arc, Mutex};
+use std::process::{Command, ExitStatus, Stdio};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
 use crate::server::{diamonds_record, wait_ready};
-use crate::support::{Outcome, Response, binary, parse_response, read_response, repository, send, workspace};
-
-/// A `serving serve` process, killed when dropped if it is still running.
-pub(crate) struct Server {
-    child: Child,
-    /// Where to reach it: the address it logged, with an unspecified IP replaced by 127.0.0.1.
-    pub(crate) addr: SocketAddr,
-    log: Arc<Mutex<Vec<String>>>,
-}
-
-impl Server {
-    /// Starts the server on `root` with JSON logs and these extra arguments (`--addr
-    /// 127.0.0.1:0` unless they give an address), and waits for its "listening" line.
-    pub(crate) fn start(root: &Path, args: &[&str]) -> Self {
-        Self::start_with_env(root, args, &[])
-    }
-
-    fn start_with_env(root: &Path, args: &[&str], env: &[(&str, &str)]) -> Self {
-        let mut command = Command::new(binary("serving"));
-        command.args(["serve", "--log-format", "json", "--model-repository"]).arg(root);
-        if !args.contains(&"--addr") {
-            command.args(["--addr", "127.0.0.1:0"]);
-        }
-        command.args(args).env_remove("RUST_LOG").envs(env.iter().copied());
-        let mut child =
-            command.stderr(Stdio::piped()).stdout(Stdio::null()).spawn().expect("the serving binary starts");
-        let stderr = child.stderr.take().expect("stderr piped");
-        let (tx, rx) = std::sync::mpsc::channel();
-        let log = Arc::new(Mutex::new(Vec::new()));
-        let writer = Arc::clone(&log);
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                let listening = serde_json::from_str::<Value>(&line).ok().and_then(|entry| {
-                    (entry["message"] == "listening").then(|| entry["addr"].as_str()?.parse::<SocketAddr>().ok())?
-                });
-                writer.lock().expect("log lock").push(line);
-                if let Some(mut addr) = listening {
-                    if addr.ip().is_unspecified() {
-                        addr.set_ip([127, 0, 0, 1].into());
-                    }
-                    let _ = tx.send(addr);
-                }
-            }
-        });
-        match rx.recv_timeout(Duration::from_secs(20)) {
-            Ok(addr) => Self { child, addr, log },
-            Err(error) => {
-                let _ = child.kill();
-                let _ = child.wait();
-                let log = log.lock().expect("log lock").join("\n");
-                panic!("serving {args:?} did not log its address ({error}); its log:\n{log}");
-            }
-        }
-    }
-
-    pub(crate) fn log(&self) -> String {
-        self.log.lock().expect("log lock").join("\n")
-    }
-
-    /// The log entries, parsed (every line of `--log-format json` is one JSON object).
-    fn entries(&self) -> Vec<Value> {
-        let lines = self.log.lock().expect("log lock").clone();
-        lines
-            .iter()
-            .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("log line {l:?} is not JSON: {e}")))
-            .collect()
-    }
-
-    fn sigterm(&self) {
-        let status = Command::new("kill").args(["-TERM", &self.child.id().to_string()]).status().expect("kill runs");
-        assert!(status.success(), "kill -TERM {} failed", self.child.id());
-    }
-
-    fn wait_exit(&mut self, limit: Duration) -> ExitStatus {
-        let deadline = Instant::now() + limit;
-        loop {
-            if let Some(status) = self.child.try_wait().expect("wait on the server") {
-                return status;
-            }
-            assert!(Instant::now() < deadline, "server did not exit within {limit:?}; its log:\n{}", self.log());
-            std::thread::sleep(Duration::from_millis(10));
-        }
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        if matches!(self.child.try_wait(), Ok(None)) {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
-    }
-}
+use crate::support::{
+    Outcome, Response, Server, binary, copy_dir, parse_response, read_response, repository, send, workspace,
+};
 
 /// Runs `serving` with `args` to its end (at most 20 s) and returns its status and stderr.
 fn run_to_exit(args: &[&str]) -> (ExitStatus, String) {
@@ -631,19 +541,6 @@ fn tls_serves_https_with_the_given_certificate_and_refuses_plain_http() {
     assert!(!status.success(), "started with a certificate and no key:\n{stderr}");
     assert_eq!(status.code(), Some(2), "a usage error:\n{stderr}");
     assert!(stderr.contains("--tls-key"), "the error names --tls-key:\n{stderr}");
-}
-
-fn copy_dir(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).expect("create directory");
-    for entry in std::fs::read_dir(from).expect("read directory") {
-        let entry = entry.expect("directory entry");
-        let target = to.join(entry.file_name());
-        if entry.file_type().expect("file type").is_dir() {
-            copy_dir(&entry.path(), &target);
-        } else {
-            std::fs::copy(entry.path(), &target).expect("copy file");
-        }
-    }
 }
 
 /// A repository under `dir` holding copies of the trained versions of `models`.

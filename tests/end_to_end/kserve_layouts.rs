@@ -3,26 +3,10 @@
 //! <version>/ directories, or one version directory. Each is served under the right name, with
 //! the same predictions.
 
-use std::path::Path;
-
 use serde_json::{Value, json};
 
-use crate::hardening::Server;
 use crate::server::diamonds_record;
-use crate::support::{Outcome, repository, send};
-
-fn copy_dir(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).expect("create directory");
-    for entry in std::fs::read_dir(from).expect("read directory") {
-        let entry = entry.expect("entry");
-        let target = to.join(entry.file_name());
-        if entry.file_type().expect("file type").is_dir() {
-            copy_dir(&entry.path(), &target);
-        } else {
-            std::fs::copy(entry.path(), target).expect("copy file");
-        }
-    }
-}
+use crate::support::{Outcome, Server, copy_dir, repository, send};
 
 fn infer(server: &Server, model: &str) -> (u16, Value) {
     let inputs: Vec<Value> = ["carat", "cut", "color", "clarity", "depth", "table", "x", "y", "z"]

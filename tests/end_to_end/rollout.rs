@@ -14,16 +14,16 @@
 use std::io::Write;
 use std::net::{SocketAddr, TcpStream};
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 use shared_inference::{MANIFEST_FILE, Manifest, TargetTransform};
 
 use crate::server::{diamonds_record, wait_ready};
-use crate::support::{Outcome, binary, read_response, repository, send};
+use crate::support::{Outcome, Server, binary, copy_dir, read_response, repository, send};
 
 /// Distinct rows the clients draw their requests from.
 const ROWS: usize = 48;
@@ -41,86 +41,12 @@ const HOLD: Duration = Duration::from_secs(2);
 /// After the index says version 1 is gone, answers sent later than this must all be version 2.
 const GRACE: Duration = Duration::from_secs(1);
 
-/// `serving serve` in poll mode on a repository, killed when dropped.
-struct Server {
-    child: Child,
-    addr: SocketAddr,
-    log: Arc<Mutex<Vec<String>>>,
-}
-
-impl Server {
-    fn start(root: &Path) -> Self {
-        let mut child = Command::new(binary("serving"))
-            .args(["serve", "--addr", "127.0.0.1:0", "--log-format", "json", "--poll-interval-seconds", POLL])
-            .arg("--model-repository")
-            .arg(root)
-            .env_remove("RUST_LOG")
-            .stderr(Stdio::piped())
-            .stdout(Stdio::null())
-            .spawn()
-            .expect("the serving binary starts");
-        let stderr = child.stderr.take().expect("stderr piped");
-        let (tx, rx) = std::sync::mpsc::channel();
-        let log = Arc::new(Mutex::new(Vec::new()));
-        let writer = Arc::clone(&log);
-        std::thread::spawn(move || {
-            use std::io::BufRead;
-            for line in std::io::BufReader::new(stderr).lines().map_while(Result::ok) {
-                if let Ok(entry) = serde_json::from_str::<Value>(&line)
-                    && entry["message"] == "listening"
-                    && let Some(addr) = entry["addr"].as_str().and_then(|a| a.parse::<SocketAddr>().ok())
-                {
-                    let _ = tx.send(addr);
-                }
-                writer.lock().expect("log lock").push(line);
-            }
-        });
-        match rx.recv_timeout(Duration::from_secs(20)) {
-            Ok(addr) => Self { child, addr, log },
-            Err(error) => {
-                let _ = child.kill();
-                let _ = child.wait();
-                panic!(
-                    "serving did not log its address ({error}); its log:\n{}",
-                    log.lock().expect("log lock").join("\n")
-                );
-            }
-        }
-    }
-
-    fn log(&self) -> String {
-        self.log.lock().expect("log lock").join("\n")
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        if matches!(self.child.try_wait(), Ok(None)) {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
-    }
-}
-
 /// Sets the flag when dropped: the clients stop also when the test fails half-way.
 struct StopOnDrop(Arc<AtomicBool>);
 
 impl Drop for StopOnDrop {
     fn drop(&mut self) {
         self.0.store(true, Ordering::SeqCst);
-    }
-}
-
-fn copy_dir(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).expect("create directory");
-    for entry in std::fs::read_dir(from).expect("read directory") {
-        let entry = entry.expect("directory entry");
-        let target = to.join(entry.file_name());
-        if entry.file_type().expect("file type").is_dir() {
-            copy_dir(&entry.path(), &target);
-        } else {
-            std::fs::copy(entry.path(), &target).expect("copy file");
-        }
     }
 }
 
@@ -424,7 +350,7 @@ fn no_request_is_lost_or_misrouted_while_a_new_version_rolls_out_and_the_old_one
     let expected = Arc::new(expected);
     let records = Arc::new(records);
 
-    let server = Server::start(&root);
+    let server = Server::start(&root, &["--poll-interval-seconds", POLL]);
     wait_ready(server.addr);
     assert_eq!(index_state(server.addr, 1).as_deref(), Some("READY"));
 

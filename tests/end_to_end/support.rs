@@ -1,12 +1,14 @@
 //! Shared fixtures: the workspace's paths, the built binaries, the bundled models trained once
 //! per test process, and a minimal HTTP/1.1 client for talking to the real server.
 
-use std::io::{Read, Write};
+use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
-use std::process::Command;
-use std::sync::OnceLock;
-use std::time::Duration;
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
 
 use trainer::device::DeviceRequest;
 use trainer::{Overrides, RawTrainConfig, TrainConfig, TrainOptions};
@@ -239,4 +241,110 @@ pub fn build_alone(manifest: &Path, package: &str, target: &Path) -> PathBuf {
 /// Cargo's lock on the target directory serializes tests that ask for it at the same time.
 pub fn shipped_serving() -> PathBuf {
     build_alone(&workspace().join("Cargo.toml"), "serving", &target_dir().join("serving-alone"))
+}
+
+/// Copies a directory tree.
+pub fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).expect("create directory");
+    for entry in std::fs::read_dir(from).expect("read directory") {
+        let entry = entry.expect("directory entry");
+        let target = to.join(entry.file_name());
+        if entry.file_type().expect("file type").is_dir() {
+            copy_dir(&entry.path(), &target);
+        } else {
+            std::fs::copy(entry.path(), &target).expect("copy file");
+        }
+    }
+}
+
+/// A `serving serve` process, killed when dropped if it is still running.
+pub struct Server {
+    child: Child,
+    /// Where to reach it: the address it logged, with an unspecified IP replaced by 127.0.0.1.
+    pub addr: SocketAddr,
+    log: Arc<Mutex<Vec<String>>>,
+}
+
+impl Server {
+    /// Starts the server on `root` with JSON logs and these extra arguments (`--addr
+    /// 127.0.0.1:0` unless they give an address), and waits for its "listening" line.
+    pub fn start(root: &Path, args: &[&str]) -> Self {
+        Self::start_with_env(root, args, &[])
+    }
+
+    pub fn start_with_env(root: &Path, args: &[&str], env: &[(&str, &str)]) -> Self {
+        let mut command = Command::new(binary("serving"));
+        command.args(["serve", "--log-format", "json", "--model-repository"]).arg(root);
+        if !args.contains(&"--addr") {
+            command.args(["--addr", "127.0.0.1:0"]);
+        }
+        command.args(args).env_remove("RUST_LOG").envs(env.iter().copied());
+        let mut child =
+            command.stderr(Stdio::piped()).stdout(Stdio::null()).spawn().expect("the serving binary starts");
+        let stderr = child.stderr.take().expect("stderr piped");
+        let (tx, rx) = std::sync::mpsc::channel();
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let writer = Arc::clone(&log);
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                let listening = serde_json::from_str::<Value>(&line).ok().and_then(|entry| {
+                    (entry["message"] == "listening").then(|| entry["addr"].as_str()?.parse::<SocketAddr>().ok())?
+                });
+                writer.lock().expect("log lock").push(line);
+                if let Some(mut addr) = listening {
+                    if addr.ip().is_unspecified() {
+                        addr.set_ip([127, 0, 0, 1].into());
+                    }
+                    let _ = tx.send(addr);
+                }
+            }
+        });
+        match rx.recv_timeout(Duration::from_secs(20)) {
+            Ok(addr) => Self { child, addr, log },
+            Err(error) => {
+                let _ = child.kill();
+                let _ = child.wait();
+                let log = log.lock().expect("log lock").join("\n");
+                panic!("serving {args:?} did not log its address ({error}); its log:\n{log}");
+            }
+        }
+    }
+
+    pub fn log(&self) -> String {
+        self.log.lock().expect("log lock").join("\n")
+    }
+
+    /// The log entries, parsed (every line of `--log-format json` is one JSON object).
+    pub fn entries(&self) -> Vec<Value> {
+        let lines = self.log.lock().expect("log lock").clone();
+        lines
+            .iter()
+            .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("log line {l:?} is not JSON: {e}")))
+            .collect()
+    }
+
+    pub fn sigterm(&self) {
+        let status = Command::new("kill").args(["-TERM", &self.child.id().to_string()]).status().expect("kill runs");
+        assert!(status.success(), "kill -TERM {} failed", self.child.id());
+    }
+
+    pub fn wait_exit(&mut self, limit: Duration) -> ExitStatus {
+        let deadline = Instant::now() + limit;
+        loop {
+            if let Some(status) = self.child.try_wait().expect("wait on the server") {
+                return status;
+            }
+            assert!(Instant::now() < deadline, "server did not exit within {limit:?}; its log:\n{}", self.log());
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        if matches!(self.child.try_wait(), Ok(None)) {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
 }
