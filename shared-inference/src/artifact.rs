@@ -17,8 +17,12 @@ use crate::postprocess::TargetTransform;
 use crate::preprocess::{FittedColumn, Preprocessor};
 use crate::schema::{ColumnKind, Schema, Task};
 
-/// The manifest format this build reads and writes. Version 2 added `manifest_sha256`.
-pub const FORMAT_VERSION: u32 = 2;
+/// The manifest format this build writes. Version 2 added `manifest_sha256`; version 3 added
+/// the smooth clipping of numeric columns and the `log1p_standardize` target transform, which a
+/// reader of version 2 would ignore or refuse, so it must not be given them.
+pub const FORMAT_VERSION: u32 = 3;
+/// The oldest manifest format this build still reads (every later one is a superset).
+pub const OLDEST_FORMAT_VERSION: u32 = 2;
 
 /// The widest layer, the most hidden layers and the most parameters a manifest may describe:
 /// far beyond any tabular model, and small enough that building the network cannot exhaust
@@ -57,6 +61,29 @@ pub struct Provenance {
     pub crate_versions: BTreeMap<String, String>,
     /// Seconds since the Unix epoch when training finished.
     pub created_unix_seconds: u64,
+    /// Where the recipe's values came from, lowest layer first (the trainer's defaults for the
+    /// data's task and size, a recipe file, the command line).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub recipe_sources: Vec<String>,
+    /// Decisions the trainer took from the data, in words: an automatic target transform, a
+    /// dropped column, a capped vocabulary.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub notes: Vec<String>,
+    /// The learning curves, one entry per epoch run.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub history: Vec<EpochRecord>,
+}
+
+/// One training epoch as the trainer measured it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EpochRecord {
+    /// 1-based.
+    pub epoch: usize,
+    pub train_loss: f64,
+    pub validation_loss: f64,
+    /// Accuracy for classification, RMSE in the target's units for regression.
+    pub validation_metric: f64,
+    pub seconds: f64,
 }
 
 /// `manifest.json`: what serving needs to rebuild and check the model, and what it was.
@@ -91,7 +118,7 @@ impl Manifest {
         }
         let version: Version = serde_json::from_slice(bytes)
             .map_err(|e| ArtifactError::Manifest(format!("{e} (is this a manifest.json?)")))?;
-        if version.format_version != FORMAT_VERSION {
+        if !(OLDEST_FORMAT_VERSION..=FORMAT_VERSION).contains(&version.format_version) {
             return Err(ArtifactError::UnsupportedFormat { found: version.format_version, supported: FORMAT_VERSION });
         }
         let manifest: Manifest = serde_json::from_slice(bytes).map_err(|e| ArtifactError::Manifest(e.to_string()))?;
@@ -184,7 +211,12 @@ impl Manifest {
     fn validate_numbers(&self) -> Result<(), ArtifactError> {
         let bad = |m: String| Err(ArtifactError::Manifest(m));
         for column in &self.preprocessing.columns {
-            if let FittedColumn::Numeric { name, median, mean, std } = column {
+            if let FittedColumn::Numeric { name, median, mean, std, clip } = column {
+                if let Some(clip) = clip
+                    && !(clip.is_finite() && *clip > 0.0)
+                {
+                    return bad(format!("preprocessing column '{name}': clip {clip} must be finite and positive"));
+                }
                 if !(median.is_finite() && mean.is_finite()) {
                     return bad(format!(
                         "preprocessing column '{name}': median {median} and mean {mean} must be finite"
@@ -195,8 +227,7 @@ impl Manifest {
                 }
             }
         }
-        if let TargetTransform::Standardize { mean, std } | TargetTransform::LogStandardize { mean, std } =
-            self.target_transform
+        if let Some((mean, std)) = self.target_transform.moments()
             && !(mean.is_finite() && std.is_finite() && std > 0.0)
         {
             return bad(format!("target_transform: mean {mean} must be finite and std {std} finite and positive"));
@@ -328,7 +359,7 @@ mod tests {
                 task: Task::Regression,
             },
             preprocessing: Preprocessor {
-                columns: vec![FittedColumn::Numeric { name: "x".into(), median: 1.0, mean: 1.5, std: 0.25 }],
+                columns: vec![FittedColumn::Numeric { name: "x".into(), median: 1.0, mean: 1.5, std: 0.25, clip: None }],
             },
             network: MlpConfig {
                 n_features: 1,
@@ -382,11 +413,19 @@ mod tests {
     #[test]
     fn numbers_that_cannot_be_served_are_refused_at_load_with_the_reason() {
         type Edit = fn(&mut Manifest);
-        let cases: [(Edit, &str); 8] = [
+        let cases: [(Edit, &str); 10] = [
             (
                 |m| {
                     m.preprocessing.columns[0] =
-                        FittedColumn::Numeric { name: "x".into(), median: 1.0, mean: 1.5, std: 0.0 }
+                        FittedColumn::Numeric { name: "x".into(), median: 1.0, mean: 1.5, std: 1.0, clip: Some(0.0) }
+                },
+                "column 'x': clip 0 must be finite and positive",
+            ),
+            (|m| m.target_transform = TargetTransform::Log1pStandardize { mean: 0.0, std: 0.0 }, "target_transform"),
+            (
+                |m| {
+                    m.preprocessing.columns[0] =
+                        FittedColumn::Numeric { name: "x".into(), median: 1.0, mean: 1.5, std: 0.0, clip: None }
                 },
                 "column 'x': std 0 must be finite and positive",
             ),

@@ -74,7 +74,7 @@ pub enum ArtifactError {
     #[error("manifest is not valid: {0}")]
     Manifest(String),
 
-    #[error("artifact format version {found} is not supported (this build reads version {supported})")]
+    #[error("artifact format version {found} is not supported (this build reads versions 2 to {supported})")]
     UnsupportedFormat { found: u32, supported: u32 },
 
     #[error("weights checksum mismatch: manifest says sha256 {expected}, file has {actual}")]

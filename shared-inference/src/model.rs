@@ -24,7 +24,7 @@ pub enum ActivationKind {
 }
 
 impl ActivationKind {
-    fn apply<B: Backend>(self, x: Tensor<B, 2>) -> Tensor<B, 2> {
+    pub fn apply<B: Backend>(self, x: Tensor<B, 2>) -> Tensor<B, 2> {
         match self {
             ActivationKind::Relu => activation::relu(x),
             ActivationKind::Gelu => activation::gelu(x),

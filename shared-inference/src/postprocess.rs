@@ -22,6 +22,12 @@ pub enum TargetTransform {
         mean: f64,
         std: f64,
     },
+    /// For non-negative targets that may hold zeros: the network learns the standardized
+    /// `ln(1 + y)`, and predictions below zero are raised to zero.
+    Log1pStandardize {
+        mean: f64,
+        std: f64,
+    },
 }
 
 impl TargetTransform {
@@ -32,6 +38,8 @@ impl TargetTransform {
             TargetTransform::None => z,
             TargetTransform::Standardize { mean, std } => z * std + mean,
             TargetTransform::LogStandardize { mean, std } => (z * std + mean).exp(),
+            // `exp(u) - 1` rather than `exp_m1`: the operations the ONNX export can spell.
+            TargetTransform::Log1pStandardize { mean, std } => ((z * std + mean).exp() - 1.0).max(0.0),
         }
     }
 
@@ -41,6 +49,27 @@ impl TargetTransform {
             TargetTransform::None => y,
             TargetTransform::Standardize { mean, std } => (y - mean) / std,
             TargetTransform::LogStandardize { mean, std } => (y.ln() - mean) / std,
+            TargetTransform::Log1pStandardize { mean, std } => (y.ln_1p() - mean) / std,
+        }
+    }
+
+    /// The scaling's centre and spread, for the transforms that have them.
+    pub fn moments(&self) -> Option<(f64, f64)> {
+        match *self {
+            TargetTransform::None => None,
+            TargetTransform::Standardize { mean, std }
+            | TargetTransform::LogStandardize { mean, std }
+            | TargetTransform::Log1pStandardize { mean, std } => Some((mean, std)),
+        }
+    }
+
+    /// The name a recipe gives this transform (`target_transform = "…"`).
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            TargetTransform::None => "none",
+            TargetTransform::Standardize { .. } => "standardize",
+            TargetTransform::LogStandardize { .. } => "log_standardize",
+            TargetTransform::Log1pStandardize { .. } => "log1p_standardize",
         }
     }
 }
@@ -159,13 +188,31 @@ mod tests {
     fn regression_undoes_the_target_transform() {
         let standardized = TargetTransform::Standardize { mean: 10.0, std: 2.0 };
         let logged = TargetTransform::LogStandardize { mean: 1.0, std: 0.5 };
-        for (transform, z, expected) in [(standardized, 1.5, 13.0), (logged, 2.0, 2f64.exp())] {
+        let logged_1p = TargetTransform::Log1pStandardize { mean: 1.0, std: 0.5 };
+        for (transform, z, expected) in
+            [(standardized, 1.5, 13.0), (logged, 2.0, 2f64.exp()), (logged_1p, 2.0, 2f64.exp() - 1.0)]
+        {
             let Predictions::Regression { values } = regression(&[z], &transform) else {
                 panic!("regression gives values");
             };
             assert!((f64::from(values[0]) - expected).abs() < 1e-5, "{values:?} vs {expected}");
             assert!((transform.forward(expected) - f64::from(z)).abs() < 1e-9);
         }
+    }
+
+    #[test]
+    fn log1p_predictions_stay_non_negative_and_zero_maps_to_its_scale() {
+        let transform = TargetTransform::Log1pStandardize { mean: 2.0, std: 1.5 };
+        // y = 0 is ln(1) = 0, standardized to -mean / std, and back to exactly zero.
+        let z = transform.forward(0.0);
+        assert_eq!(z, -2.0 / 1.5);
+        assert_eq!(transform.inverse(z as f32).abs(), 0.0);
+        // Outputs below that would be negative amounts: they are raised to zero.
+        let Predictions::Regression { values } = regression(&[-5.0, -1.4, 0.0], &transform) else {
+            panic!("regression gives values");
+        };
+        assert_eq!(values[..2], [0.0, 0.0]);
+        assert!((f64::from(values[2]) - (2f64.exp() - 1.0)).abs() < 1e-5);
     }
 
     #[test]

@@ -1,5 +1,5 @@
 //! Preprocessing *transform* from fitted state: numeric columns are imputed with the training
-//! median and standardized; categorical columns are imputed with the most frequent training
+//! median, centred and scaled, and optionally clipped smoothly; categorical columns are imputed with the most frequent training
 //! category and one-hot encoded. Fitting that state is the trainer's job; this module only applies
 //! it, and it is the one implementation used at train time and at serve time.
 
@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::InputError;
 use crate::input::{ColumnBatch, ColumnValues, is_missing_text};
-use crate::kernel::{standardize, standardize_column};
+use crate::kernel::{Scaling, standardize, standardize_column};
 use crate::schema::same_text;
 
 /// What to do with a category that was never seen in training.
@@ -31,6 +31,11 @@ pub enum FittedColumn {
         mean: f64,
         /// Never zero: a constant column is stored with `std = 1`.
         std: f64,
+        /// When set, the scaled value `z` becomes `clip · r / √(1 + r²)` with `r = z / clip`:
+        /// near `z` for small values, never beyond `±clip`, so that an outlier cannot dominate
+        /// the network's input.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        clip: Option<f64>,
     },
     Categorical {
         name: String,
@@ -104,13 +109,14 @@ impl Preprocessor {
         let mut offset = 0;
         for (fitted, values) in self.columns.iter().zip(batch.columns()) {
             match (fitted, values) {
-                (FittedColumn::Numeric { name, median, mean, std }, ColumnValues::Numeric(xs)) => {
-                    let scaled = |x: f64| standardize(x, *median, *mean, *std);
+                (FittedColumn::Numeric { name, median, mean, std, clip }, ColumnValues::Numeric(xs)) => {
+                    let scaling = Scaling { median: *median, mean: *mean, std: *std, clip: *clip };
+                    let scaled = |x: f64| standardize(x, &scaling);
                     let column = &mut out[offset * feature_step..];
                     // Column-major, the feature's values are contiguous: plain loops over a
                     // slice, without branches, which the compiler turns into vector code.
                     let all_finite = if row_step == 1 {
-                        standardize_column(xs, &mut column[..xs.len()], *median, *mean, *std)
+                        standardize_column(xs, &mut column[..xs.len()], &scaling)
                     } else {
                         column.iter_mut().step_by(row_step).zip(xs).fold(true, |ok, (slot, &x)| {
                             *slot = scaled(x).1;
@@ -245,7 +251,7 @@ mod tests {
         };
         let pre = Preprocessor {
             columns: vec![
-                FittedColumn::Numeric { name: "mass".into(), median: 4.0, mean: 5.0, std: 2.0 },
+                FittedColumn::Numeric { name: "mass".into(), median: 4.0, mean: 5.0, std: 2.0, clip: None },
                 FittedColumn::Categorical {
                     name: "island".into(),
                     categories: vec!["Biscoe".into(), "Dream".into(), "Torgersen".into()],

@@ -1,5 +1,5 @@
-//! The command line: `trainer train`, `trainer evaluate`, `trainer export-onnx`. Parsing and printing only; the work
-//! is in [`crate::pipeline`].
+//! The command line: `trainer train`, `trainer evaluate`, `trainer export-onnx`, `trainer report`. Parsing and
+//! printing only; the work is in [`crate::pipeline`].
 
 use std::io::Write;
 use std::path::PathBuf;
@@ -8,7 +8,7 @@ use anyhow::Context;
 use clap::{Parser, Subcommand};
 use shared_inference::{Predictions, Predictor};
 
-use crate::config::{Overrides, RawTrainConfig, TrainConfig};
+use crate::config::{Overrides, Recipe};
 use crate::device::DeviceRequest;
 use crate::pipeline::{self, TrainOptions, metrics_table};
 
@@ -22,14 +22,34 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Train a model from a recipe, evaluate it on its test split and write the artifact
-    /// to <out>/<name>/<version>/ (version = 1 + the highest present).
+    /// Train a model on a CSV or Parquet file, evaluate it on its test split and write the
+    /// artifact to <out>/<name>/<version>/ (version = 1 + the highest present), with its
+    /// report.html and the recipe.toml that trained it.
+    ///
+    /// `trainer train --data FILE --target COLUMN` needs no recipe: the defaults in
+    /// configs/defaults.toml are chosen from the task (inferred from the target) and the data's
+    /// size. A --config recipe overrides any of them, and the flags override the recipe.
     Train(TrainArgs),
     /// Score a labelled CSV or Parquet file with an artifact and print its metrics.
     Evaluate(EvaluateArgs),
     /// Write model.onnx (preprocessing, network and postprocessing in one graph, raw columns as
     /// inputs) into an existing artifact's version directory, replacing any there.
     ExportOnnx(ExportOnnxArgs),
+    /// Write report.html (learning curves, test metrics and plots) again into an existing
+    /// artifact's version directory. The test rows are found again from the recipe and the
+    /// training file the artifact's provenance names.
+    Report(ReportArgs),
+}
+
+#[derive(Debug, clap::Args)]
+pub struct ReportArgs {
+    /// The artifact's version directory, for example artifacts/diamonds/1.
+    #[arg(long, value_name = "DIR")]
+    pub model: PathBuf,
+    /// The training file, if it is no longer where the provenance says (it must be the same
+    /// file: its sha256 is checked); for a model trained with --test-data, the test file.
+    #[arg(long, value_name = "FILE")]
+    pub data: Option<PathBuf>,
 }
 
 #[derive(Debug, clap::Args)]
@@ -41,17 +61,23 @@ pub struct ExportOnnxArgs {
 
 #[derive(Debug, clap::Args)]
 pub struct TrainArgs {
-    /// The training recipe (TOML), for example configs/penguins.toml.
+    /// A training recipe (TOML), for example configs/penguins.toml; keys it leaves out take the
+    /// defaults. Without it, --data and --target are needed.
     #[arg(long, value_name = "FILE")]
-    pub config: PathBuf,
-    /// Train on this CSV or Parquet file instead of the recipe's data.path.
+    pub config: Option<PathBuf>,
+    /// The CSV or Parquet file to train on (replaces the recipe's data.path).
     #[arg(long, value_name = "FILE")]
     pub data: Option<PathBuf>,
-    /// Predict this column instead of the recipe's data.target; the features are then every
-    /// other column unless the recipe lists them.
+    /// The column to predict (replaces the recipe's data.target); the features are every other
+    /// column unless the recipe lists them. Text, booleans or at most 10 distinct integers make
+    /// a classification, other numbers a regression.
     #[arg(long, value_name = "COLUMN")]
     pub target: Option<String>,
-    /// Name the model (its directory in the repository) instead of the recipe's name.
+    /// Evaluate on this labelled file instead of holding out a test split of --data.
+    #[arg(long, value_name = "FILE")]
+    pub test_data: Option<PathBuf>,
+    /// Name the model (its directory in the repository); by default the recipe's name, else
+    /// the data file's name.
     #[arg(long)]
     pub name: Option<String>,
     /// The model repository to write into.
@@ -96,16 +122,26 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             println!("wrote {}", path.display());
             Ok(())
         }
+        Command::Report(args) => {
+            let path = pipeline::report(&args.model, args.data.as_deref())?;
+            println!("report: {}", path.display());
+            Ok(())
+        }
     }
 }
 
 fn run_train(args: TrainArgs) -> anyhow::Result<()> {
-    let overrides =
-        Overrides { data: args.data, target: args.target, name: args.name, seed: args.seed, epochs: args.epochs };
-    let raw = RawTrainConfig::from_file(&args.config)?.apply(&overrides);
-    let config = TrainConfig::try_from(raw).with_context(|| format!("recipe {}", args.config.display()))?;
+    let overrides = Overrides {
+        data: args.data,
+        test_data: args.test_data,
+        target: args.target,
+        name: args.name,
+        seed: args.seed,
+        epochs: args.epochs,
+    };
+    let recipe = Recipe::new(args.config.as_deref(), overrides)?;
     let options = TrainOptions { out: args.out, device: args.device, progress: !args.quiet };
-    let outcome = pipeline::train(&config, &options)?;
+    let outcome = pipeline::train_recipe(&recipe, &options)?;
     let m = &outcome.manifest;
     let seconds: f64 = outcome.history.iter().map(|e| e.seconds).sum();
     println!(
@@ -122,6 +158,7 @@ fn run_train(args: TrainArgs) -> anyhow::Result<()> {
     println!("test split ({} rows):", m.provenance.rows.get("test").copied().unwrap_or(0));
     print!("{}", metrics_table(&m.metrics));
     println!("artifact: {}", outcome.version_dir.display());
+    println!("report: {}", outcome.version_dir.join(pipeline::REPORT_FILE).display());
     Ok(())
 }
 

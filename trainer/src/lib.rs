@@ -12,9 +12,10 @@ pub mod fit;
 pub mod metrics;
 pub mod onnx;
 pub mod pipeline;
+pub mod report;
 pub mod split;
 pub mod train;
 pub mod writer;
 
-pub use config::{Overrides, RawTrainConfig, TrainConfig};
-pub use pipeline::{Evaluation, TrainOptions, TrainOutcome, evaluate, train};
+pub use config::{Overrides, RawTrainConfig, Recipe, TrainConfig};
+pub use pipeline::{Evaluation, TrainOptions, TrainOutcome, evaluate, train, train_recipe};

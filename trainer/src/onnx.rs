@@ -62,7 +62,7 @@ pub fn export(artifact: &Artifact) -> anyhow::Result<Vec<u8>> {
     let mut pieces = Vec::new();
     for column in &manifest.preprocessing.columns {
         match column {
-            FittedColumn::Numeric { name, median, mean, std } => {
+            FittedColumn::Numeric { name, median, mean, std, clip } => {
                 inputs.push(value_info(name, DataType::FLOAT, &[Dim::Rows, Dim::Fixed(1)]));
                 let imputed = g.node(
                     "Imputer",
@@ -74,7 +74,10 @@ pub fn export(artifact: &Artifact) -> anyhow::Result<Vec<u8>> {
                 let mean = g.constant_f64(&[1], &[*mean]);
                 let std = g.constant_f64(&[1], &[*std]);
                 let centred = g.node("Sub", "", &[&wide, &mean], vec![]);
-                let scaled = g.node("Div", "", &[&centred, &std], vec![]);
+                let mut scaled = g.node("Div", "", &[&centred, &std], vec![]);
+                if let Some(clip) = clip {
+                    scaled = smooth_clip(&mut g, &scaled, *clip);
+                }
                 pieces.push(g.node("Cast", "", &[&scaled], vec![int("to", DataType::FLOAT as i64)]));
             }
             FittedColumn::Categorical { name, categories, most_frequent, unknown } => {
@@ -130,6 +133,14 @@ pub fn export(artifact: &Artifact) -> anyhow::Result<Vec<u8>> {
                 TargetTransform::LogStandardize { mean, std } => {
                     let log = affine(&mut g, &wide, std, mean);
                     g.node("Exp", "", &[&log], vec![])
+                }
+                TargetTransform::Log1pStandardize { mean, std } => {
+                    let log = affine(&mut g, &wide, std, mean);
+                    let grown = g.node("Exp", "", &[&log], vec![]);
+                    let one = g.constant_f64(&[1], &[1.0]);
+                    let shifted = g.node("Sub", "", &[&grown, &one], vec![]);
+                    let zero = g.constant_f64(&[1], &[0.0]);
+                    g.node("Max", "", &[&shifted, &zero], vec![])
                 }
                 TargetTransform::None => wide,
             };
@@ -300,6 +311,21 @@ fn activation(g: &mut GraphBuilder, kind: ActivationKind, x: &str) -> String {
 }
 
 /// `x * scale + offset` on a double tensor.
+/// `shared_inference::kernel::smooth_clip` in the same f64 operations: `r = z / clip`, `r`
+/// held within ±1e150, then `r / √(1 + r²) · clip`.
+fn smooth_clip(g: &mut GraphBuilder, z: &str, clip: f64) -> String {
+    let width = g.constant_f64(&[], &[clip]);
+    let r = g.node("Div", "", &[z, &width], vec![]);
+    let (low, high) = (g.constant_f64(&[], &[-1e150]), g.constant_f64(&[], &[1e150]));
+    let r = g.node("Clip", "", &[&r, &low, &high], vec![]);
+    let squared = g.node("Mul", "", &[&r, &r], vec![]);
+    let one = g.constant_f64(&[], &[1.0]);
+    let grown = g.node("Add", "", &[&squared, &one], vec![]);
+    let root = g.node("Sqrt", "", &[&grown], vec![]);
+    let unit = g.node("Div", "", &[&r, &root], vec![]);
+    g.node("Mul", "", &[&unit, &width], vec![])
+}
+
 fn affine(g: &mut GraphBuilder, x: &str, scale: f64, offset: f64) -> String {
     let scale = g.constant_f64(&[1], &[scale]);
     let offset = g.constant_f64(&[1], &[offset]);

@@ -13,12 +13,19 @@ use shared_inference::{
     TargetTransform, Task, WEIGHTS_FILE,
 };
 
-use crate::config::TrainConfig;
-use crate::data::{self, Table};
+use crate::config::{DataShape, Recipe, TargetScaling, TrainConfig};
+use crate::data::{self, Column, Table};
 use crate::device::{self, Device, DeviceRequest};
+use crate::fit::FitOptions;
+use crate::report::{self, EpochPoint, ReportInput, TestOutcome};
 use crate::split::{Split, split};
 use crate::train::{self, EpochStats, Prepared, Targets};
 use crate::{fit, metrics, onnx, writer};
+
+/// The recipe the artifact holds, in the form `trainer train --config` reads.
+pub const RECIPE_FILE: &str = "recipe.toml";
+/// The training report the artifact holds.
+pub const REPORT_FILE: &str = "report.html";
 
 /// Everything `train` needs beyond the recipe.
 #[derive(Debug, Clone)]
@@ -40,30 +47,131 @@ pub struct TrainOutcome {
     pub history: Vec<EpochStats>,
 }
 
+/// The shape the defaults are chosen from: the declared or inferred task, the file's rows and
+/// the feature columns (those listed, or every column but the target).
+pub fn data_shape(recipe: &Recipe, table: &Table) -> anyhow::Result<DataShape> {
+    let target = recipe.target()?;
+    let column = table.column(&target).with_context(|| format!("the target column '{target}' does not exist"))?;
+    let task = recipe.declared_task()?.unwrap_or_else(|| data::infer_task(column));
+    let features = recipe.declared_features().unwrap_or(table.names.len() - 1);
+    Ok(DataShape { task, rows: table.n_rows, features })
+}
+
+/// `trainer train`: reads the data, resolves the recipe for it (defaults, file, command line)
+/// and trains.
+pub fn train_recipe(recipe: &Recipe, options: &TrainOptions) -> anyhow::Result<TrainOutcome> {
+    let path = recipe.data_path()?;
+    let table = Table::read(&path)?;
+    let config = recipe.resolve(&data_shape(recipe, &table)?)?;
+    train_table(table, &config, options)
+}
+
 /// Trains, evaluates and writes one artifact.
 pub fn train(config: &TrainConfig, options: &TrainOptions) -> anyhow::Result<TrainOutcome> {
+    train_table(Table::read(&config.data_path)?, config, options)
+}
+
+/// Prints a warning and keeps it for the artifact's provenance.
+fn warn(notes: &mut Vec<String>, note: String) {
+    eprintln!("warning: {note}");
+    notes.push(note);
+}
+
+/// Refuses a target with one value: there is nothing to learn.
+fn check_target_varies(column: &Column, name: &str) -> anyhow::Result<()> {
+    let first = match column {
+        Column::Numeric { values, .. } => {
+            let mut present = values.iter().filter(|v| v.is_finite());
+            match present.next() {
+                Some(&first) if present.all(|&v| v == first) => Some(first.to_string()),
+                _ => None,
+            }
+        }
+        Column::Text(values) => {
+            let mut present = values.iter().flatten();
+            match present.next() {
+                Some(first) if present.all(|v| v == first) => Some(format!("'{first}'")),
+                _ => None,
+            }
+        }
+    };
+    match first {
+        Some(value) => bail!("target column '{name}' holds the single value {value} in every row; there is nothing to learn"),
+        None => Ok(()),
+    }
+}
+
+fn train_table(table: Table, config: &TrainConfig, options: &TrainOptions) -> anyhow::Result<TrainOutcome> {
     let (device, device_note) = device::select(options.device)?;
     match &device_note {
         Some(reason) => eprintln!("device: {} (CUDA not used: {reason})", device.describe()),
         None => eprintln!("device: {}", device.describe()),
     }
-    let table = Table::read(&config.data_path)?;
     let data_bytes =
         std::fs::read(&config.data_path).with_context(|| format!("reading {}", config.data_path.display()))?;
+    let mut notes: Vec<String> = Vec::new();
 
-    let schema = build_schema(&table, config)?;
+    let mut schema = build_schema(&table, config)?;
+    check_target_varies(table.column(&config.target)?, &config.target)?;
+    if schema.task == Task::Regression && config.target_transform != TargetScaling::Auto {
+        let targets = data::target_numbers(table.column(&config.target)?, &config.target)?;
+        fit::check_target(&targets, config.target_transform, &config.target)?;
+    }
+    if schema.features.len() > table.n_rows {
+        warn(
+            &mut notes,
+            format!(
+                "{} has more feature columns ({}) than rows ({}): expect the model to overfit; more rows or fewer \
+                 columns (data.features) would help",
+                config.data_path.display(),
+                schema.features.len(),
+                table.n_rows
+            ),
+        );
+    }
     let (labels, rows) = split_rows(&table, &schema, config)?;
     let table = table.conform(&schema).with_context(|| format!("reading {}", config.data_path.display()))?;
-    let (train_table, valid_table, test_table) =
-        (table.take(&rows.train), table.take(&rows.validation), table.take(&rows.test));
+    let (train_table, valid_table) = (table.take(&rows.train), table.take(&rows.validation));
+    let test_table = match &config.test_path {
+        Some(path) => Table::read(path)?.conform(&schema).with_context(|| format!("reading {}", path.display()))?,
+        None => table.take(&rows.test),
+    };
 
-    let preprocessor = fit::fit_preprocessor(&train_table, &schema, config.unknown_category)?;
+    // Columns with nothing to learn from, judged on the training split.
+    let mut dropped = Vec::new();
+    for spec in &schema.features {
+        if let Some(reason) = fit::unusable(train_table.column(&spec.name)?, config.max_categories) {
+            warn(&mut notes, format!("column '{}' is left out of the model: {reason}", spec.name));
+            dropped.push(spec.name.clone());
+        }
+    }
+    schema.features.retain(|f| !dropped.contains(&f.name));
+    if schema.features.is_empty() {
+        bail!("no feature column is left to train on: {} (see the warnings above)", dropped.join(", "));
+    }
+
+    let fit_options = FitOptions {
+        unknown: config.unknown_category,
+        numeric: config.numeric_scaling,
+        max_categories: config.max_categories,
+    };
+    let (preprocessor, fit_notes) = fit::fit_preprocessor(&train_table, &schema, fit_options)?;
+    for note in fit_notes {
+        warn(&mut notes, note);
+    }
     let target_transform = match schema.task {
-        Task::Regression => fit::fit_target(
-            &data::target_numbers(train_table.column(&config.target)?, &config.target)?,
-            config.target_transform,
-            &config.target,
-        )?,
+        Task::Regression => {
+            let (transform, note) = fit::fit_target(
+                &data::target_numbers(train_table.column(&config.target)?, &config.target)?,
+                config.target_transform,
+                &config.target,
+            )?;
+            if let Some(note) = note {
+                eprintln!("{note}");
+                notes.push(note);
+            }
+            transform
+        }
         _ => TargetTransform::None,
     };
     let prepare = |part: &Table, name: &str| -> anyhow::Result<Prepared> {
@@ -89,9 +197,10 @@ pub fn train(config: &TrainConfig, options: &TrainOptions) -> anyhow::Result<Tra
     let valid_data = prepare(&valid_table, "validation")?;
     prepare(&test_table, "test")?;
 
+    // The served shape: the ensemble's members side by side.
     let network = MlpConfig {
         n_features: preprocessor.n_features(),
-        hidden_layers: config.hidden_layers.clone(),
+        hidden_layers: config.hidden_layers.iter().map(|w| w * config.ensemble).collect(),
         n_outputs: if schema.task.is_classification() { labels.len() } else { 1 },
         activation: config.activation,
         dropout: config.dropout,
@@ -139,7 +248,7 @@ pub fn train(config: &TrainConfig, options: &TrainOptions) -> anyhow::Result<Tra
         target_transform,
         metrics: BTreeMap::new(),
         provenance: shared_inference::artifact::Provenance {
-            config: serde_json::to_value(config)?,
+            config: serde_json::to_value(&config.recipe)?,
             data_file: config.data_path.display().to_string(),
             data_sha256: sha256_hex(&data_bytes),
             rows: BTreeMap::from([
@@ -159,6 +268,9 @@ pub fn train(config: &TrainConfig, options: &TrainOptions) -> anyhow::Result<Tra
             created_unix_seconds: std::time::SystemTime::now()
                 .duration_since(std::time::UNIX_EPOCH)
                 .map_or(0, |d| d.as_secs()),
+            recipe_sources: config.sources.clone(),
+            notes,
+            history: trained.history.iter().map(EpochStats::record).collect(),
         },
         weights: WeightsInfo {
             file: WEIGHTS_FILE.to_string(),
@@ -170,7 +282,9 @@ pub fn train(config: &TrainConfig, options: &TrainOptions) -> anyhow::Result<Tra
     // Evaluate the test split through the same Predictor that serving builds from the artifact.
     let artifact = Artifact::from_parts(&manifest.to_json()?, trained.weights.clone())?;
     let predictor = Predictor::new(&artifact)?;
-    manifest.metrics = evaluate_table(&predictor, &test_table)?.metrics;
+    let evaluation = evaluate_table(&predictor, &test_table)?;
+    manifest.metrics = evaluation.metrics.clone();
+    let test_outcome = test_outcome(&predictor, &test_table, &evaluation)?;
 
     // The same model for other runtimes. An artifact the export cannot represent faithfully is
     // still written (serving runs it); the reason is printed instead of a wrong graph.
@@ -181,12 +295,21 @@ pub fn train(config: &TrainConfig, options: &TrainOptions) -> anyhow::Result<Tra
             None
         }
     };
-    let mut files: Vec<(&str, &[u8])> = vec![(WEIGHTS_FILE, &trained.weights)];
-    if let Some(bytes) = &onnx {
+    let recipe = config.recipe.to_toml()?;
+    let recipe = format!(
+        "# The recipe that trained this model, every value included; run it again with\n\
+         # trainer train --config {RECIPE_FILE}\n\n{recipe}"
+    );
+    let mut files: Vec<(&str, Vec<u8>)> = vec![(WEIGHTS_FILE, trained.weights.clone()), (RECIPE_FILE, recipe.into_bytes())];
+    if let Some(bytes) = onnx {
         files.push((ONNX_FILE, bytes));
     }
-    let version_dir = writer::write_artifact(&options.out, manifest, &files)?;
+    // The report shows the version, which is known only once the artifact claims it: it is
+    // written last, into the version directory.
+    let borrowed: Vec<(&str, &[u8])> = files.iter().map(|(n, b)| (*n, b.as_slice())).collect();
+    let version_dir = writer::write_artifact(&options.out, manifest, &borrowed)?;
     let manifest = Artifact::read_dir(&version_dir)?.manifest;
+    write_report(&version_dir, &manifest, test_outcome)?;
     Ok(TrainOutcome { version_dir, manifest, device, device_note, history: trained.history })
 }
 
@@ -210,8 +333,9 @@ pub fn split_rows(table: &Table, schema: &Schema, config: &TrainConfig) -> anyho
     } else {
         (Vec::new(), None)
     };
-    let rows =
-        split(table.n_rows, class_of_row.as_deref(), config.validation_fraction, config.test_fraction, config.seed)?;
+    // With a test file, nothing is held out for testing.
+    let test_fraction = if config.test_path.is_some() { 0.0 } else { config.test_fraction };
+    let rows = split(table.n_rows, class_of_row.as_deref(), config.validation_fraction, test_fraction, config.seed)?;
     Ok((labels, rows))
 }
 
@@ -320,4 +444,118 @@ pub fn metrics_table(metrics: &BTreeMap<String, f64>) -> String {
         out.push_str(&format!("{name:<10}  {value:>12.6}\n"));
     }
     out
+}
+
+/// The test split's predictions as the report plots them.
+fn test_outcome(predictor: &Predictor, table: &Table, evaluation: &Evaluation) -> anyhow::Result<TestOutcome> {
+    let schema = predictor.schema();
+    let target = table.column(&schema.target)?;
+    Ok(match &evaluation.predictions {
+        Predictions::Regression { values } => TestOutcome::Regression {
+            actual: data::target_numbers(target, &schema.target)?,
+            predicted: values.iter().map(|&v| f64::from(v)).collect(),
+        },
+        Predictions::Classification { probabilities, .. } => {
+            let names = data::target_labels(target, &schema.target)?;
+            let truth = names
+                .iter()
+                .map(|n| predictor.labels().iter().position(|l| l == n).context("checked by the evaluation"))
+                .collect::<anyhow::Result<Vec<usize>>>()?;
+            TestOutcome::Classification { labels: predictor.labels().to_vec(), truth, probabilities: probabilities.clone() }
+        }
+    })
+}
+
+/// Renders `report.html` for an artifact and writes it into its version directory (through a
+/// temporary file, so a reader never sees half of it).
+pub fn write_report(version_dir: &Path, manifest: &Manifest, test: TestOutcome) -> anyhow::Result<PathBuf> {
+    let html = report::render(&report_input(manifest, test));
+    let path = version_dir.join(REPORT_FILE);
+    let temporary = version_dir.join(format!(".{REPORT_FILE}.tmp"));
+    std::fs::write(&temporary, html).with_context(|| format!("writing {}", temporary.display()))?;
+    std::fs::rename(&temporary, &path).with_context(|| format!("writing {}", path.display()))?;
+    Ok(path)
+}
+
+/// What the report shows of a manifest and its test predictions.
+pub fn report_input(manifest: &Manifest, test: TestOutcome) -> ReportInput {
+    let p = &manifest.provenance;
+    let rows = ["train", "validation", "test"]
+        .iter()
+        .filter_map(|s| p.rows.get(*s).map(|n| format!("{n} {s}")))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let mut facts = vec![
+        ("task".to_string(), manifest.schema.task.as_str().to_string()),
+        ("target".to_string(), manifest.schema.target.clone()),
+        ("data".to_string(), format!("{} (sha256 {})", p.data_file, p.data_sha256)),
+        ("rows".to_string(), rows),
+        ("features".to_string(), format!("{} columns, {} network inputs", manifest.schema.features.len(), manifest.network.n_features)),
+        ("network".to_string(), format!("hidden layers {:?}, {} outputs", manifest.network.hidden_layers, manifest.network.n_outputs)),
+        ("target transform".to_string(), manifest.target_transform.as_str().to_string()),
+        ("device".to_string(), p.device.clone()),
+        ("epochs".to_string(), format!("{} run, best {}", p.epochs_run, p.best_epoch)),
+        ("recipe from".to_string(), p.recipe_sources.join(" < ")),
+        ("created".to_string(), format!("{} (Unix seconds)", p.created_unix_seconds)),
+    ];
+    facts.extend(p.notes.iter().map(|n| ("note".to_string(), n.clone())));
+    let history = p
+        .history
+        .iter()
+        .map(|e| EpochPoint {
+            epoch: e.epoch,
+            train_loss: e.train_loss,
+            validation_loss: e.validation_loss,
+            validation_metric: e.validation_metric,
+        })
+        .collect();
+    ReportInput {
+        title: format!("{} v{}", manifest.name, manifest.version),
+        facts,
+        metrics: manifest.metrics.clone(),
+        metric_name: if manifest.schema.task.is_classification() { "validation accuracy" } else { "validation RMSE" }
+            .to_string(),
+        history,
+        best_epoch: p.best_epoch,
+        recipe: serde_json::to_string_pretty(&p.config).unwrap_or_else(|e| format!("(the recipe cannot be shown: {e})")),
+        test,
+    }
+}
+
+/// `trainer report`: writes an artifact's `report.html` again. The test rows are those the
+/// trainer held out: the recipe in the provenance splits the training file (`data`, or the
+/// file the provenance names) again, or reads its test file.
+pub fn report(version_dir: &Path, data: Option<&Path>) -> anyhow::Result<PathBuf> {
+    let predictor =
+        Predictor::load(version_dir).with_context(|| format!("loading the model in {}", version_dir.display()))?;
+    let manifest = predictor.manifest().clone();
+    let raw: crate::config::RawTrainConfig = serde_json::from_value(manifest.provenance.config.clone())
+        .context("the artifact's provenance holds no recipe this trainer can read (trained by an older trainer?)")?;
+    let mut config = TrainConfig::try_from(raw).context("the artifact's recipe")?;
+    let test_table = match &config.test_path {
+        // `--data` then names the test file.
+        Some(test_path) => Table::read(data.unwrap_or(test_path))?,
+        None => {
+            let path = data.map_or_else(|| PathBuf::from(&manifest.provenance.data_file), Path::to_path_buf);
+            let bytes = std::fs::read(&path).with_context(|| {
+                format!("reading the training data {} (pass --data FILE if it moved)", path.display())
+            })?;
+            if sha256_hex(&bytes) != manifest.provenance.data_sha256 {
+                bail!(
+                    "{} is not the file this model was trained on (its sha256 differs from the provenance's {}); \
+                     the test rows cannot be found again",
+                    path.display(),
+                    manifest.provenance.data_sha256
+                );
+            }
+            config.data_path = path;
+            let table = Table::read(&config.data_path)?;
+            let (_, rows) = split_rows(&table, &manifest.schema, &config)?;
+            table.take(&rows.test)
+        }
+    };
+    let test_table = test_table.conform(predictor.schema())?;
+    let evaluation = evaluate_table(&predictor, &test_table)?;
+    let test = test_outcome(&predictor, &test_table, &evaluation)?;
+    write_report(version_dir, &manifest, test)
 }

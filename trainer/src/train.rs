@@ -1,8 +1,15 @@
 //! The training loop: burn autodiff and Adam over preprocessed features, mini-batches shuffled
 //! by a seeded generator, validation after every epoch, early stopping on validation loss, and
 //! the best epoch's weights kept. Generic over the autodiff backend (CPU or CUDA).
+//!
+//! An ensemble of `k` members is trained as one network `k` times as wide whose layers after
+//! the first are block-diagonal: each member sees only its own hidden units, so the members are
+//! independent networks from independent initial weights, trained on the mean of their own
+//! losses, in one pass per batch. At the end the output layer is folded into the average of the
+//! members' outputs, and the artifact holds an ordinary (wide) MLP: serving, the ONNX export and
+//! parity need nothing new.
 
-use burn::module::AutodiffModule;
+use burn::module::{AutodiffModule, Param};
 use burn::optim::decay::WeightDecayConfig;
 use burn::optim::{AdamConfig, GradientsParams, Optimizer};
 use burn::tensor::backend::{AutodiffBackend, Backend};
@@ -10,6 +17,7 @@ use burn::tensor::{ElementConversion, Int, Tensor, TensorData, activation};
 use indicatif::ProgressBar;
 use shared_inference::artifact::record_weights;
 use shared_inference::{Mlp, MlpConfig, TargetTransform};
+use shared_inference::kernel::KernelLayer;
 
 use crate::config::TrainConfig;
 use crate::split::Rng;
@@ -42,6 +50,19 @@ pub struct EpochStats {
     pub seconds: f64,
 }
 
+impl EpochStats {
+    /// The epoch as the artifact's provenance records it.
+    pub fn record(&self) -> shared_inference::artifact::EpochRecord {
+        shared_inference::artifact::EpochRecord {
+            epoch: self.epoch,
+            train_loss: self.train_loss,
+            validation_loss: self.validation_loss,
+            validation_metric: self.validation_metric,
+            seconds: self.seconds,
+        }
+    }
+}
+
 /// The outcome: the best epoch's weights, serialized for the artifact.
 #[derive(Debug, Clone)]
 pub struct Trained {
@@ -67,25 +88,208 @@ impl<B: Backend> DeviceData<B> {
     }
 }
 
-/// Mean loss of `outputs` against the rows' targets: cross-entropy for classes, squared
-/// error for values.
+/// Mean loss of `outputs [n, members * n_outputs]` against the rows' targets, over rows and
+/// members: cross-entropy (with `smoothing` of each target spread evenly over the classes) for
+/// classes, squared error for values.
 fn loss<B: Backend>(
     outputs: Tensor<B, 2>,
     classes: Option<Tensor<B, 1, Int>>,
     values: Option<Tensor<B, 2>>,
+    members: usize,
+    smoothing: f64,
 ) -> Tensor<B, 1> {
     match (classes, values) {
         (Some(classes), _) => {
-            let n = classes.dims()[0];
-            let log_probabilities = activation::log_softmax(outputs, 1);
-            log_probabilities.gather(1, classes.reshape([n, 1])).mean().neg()
+            let [n, width] = outputs.dims();
+            let n_classes = width / members;
+            // Row r's member m is row r * members + m.
+            let log_probabilities = activation::log_softmax(outputs.reshape([n * members, n_classes]), 1);
+            let targets = classes.reshape([n, 1]).repeat_dim(1, members).reshape([n * members, 1]);
+            let picked = log_probabilities.clone().gather(1, targets).mean().neg();
+            if smoothing > 0.0 {
+                let spread = log_probabilities.mean().neg();
+                picked.mul_scalar(1.0 - smoothing) + spread.mul_scalar(smoothing)
+            } else {
+                picked
+            }
         }
+        // `values [n, 1]` broadcasts over the members.
         (None, Some(values)) => (outputs - values).powi_scalar(2).mean(),
         (None, None) => unreachable!("prepared data always has targets"),
     }
 }
 
-/// Trains `network` on `train`, validating on `validation` after every epoch.
+/// The members' block structure: one 0/1 mask per layer after the first, `[inputs, outputs]`,
+/// that keeps each member's weights and zeroes the rest. Empty for a single network.
+#[derive(Debug, Clone)]
+struct Blocks {
+    members: usize,
+    masks: Vec<Vec<f32>>,
+    shapes: Vec<[usize; 2]>,
+}
+
+impl Blocks {
+    /// For members of hidden widths `member.hidden_layers` and `member.n_outputs` outputs.
+    fn new(member: &MlpConfig, members: usize) -> Self {
+        let mut widths: Vec<usize> = member.hidden_layers.clone();
+        widths.push(member.n_outputs);
+        let mut masks = Vec::new();
+        let mut shapes = Vec::new();
+        if members > 1 {
+            for pair in widths.windows(2) {
+                let (inputs, outputs) = (pair[0], pair[1]);
+                let (rows, columns) = (inputs * members, outputs * members);
+                let mut mask = vec![0.0f32; rows * columns];
+                for m in 0..members {
+                    for i in 0..inputs {
+                        let row = (m * inputs + i) * columns + m * outputs;
+                        mask[row..row + outputs].fill(1.0);
+                    }
+                }
+                masks.push(mask);
+                shapes.push([rows, columns]);
+            }
+        }
+        Self { members, masks, shapes }
+    }
+
+    fn tensors<B: Backend>(&self, device: &B::Device) -> Vec<Tensor<B, 2>> {
+        self.masks
+            .iter()
+            .zip(&self.shapes)
+            .map(|(mask, shape)| Tensor::from_data(TensorData::new(mask.clone(), *shape), device))
+            .collect()
+    }
+}
+
+/// The network of `members` independent members side by side: each member initialized as a
+/// network of its own would be (the fan-in of its own layers), placed on the block diagonal.
+fn init_members<B: Backend>(member: &MlpConfig, members: usize, device: &B::Device) -> anyhow::Result<Mlp<B>> {
+    if members == 1 {
+        return Ok(member.init(device));
+    }
+    let parts: Vec<Vec<KernelLayer>> = (0..members)
+        .map(|_| member.init::<B>(device).kernel_layers().map_err(|e| anyhow::anyhow!("{e}")))
+        .collect::<anyhow::Result<_>>()?;
+    let n_layers = parts[0].len();
+    let layers: Vec<KernelLayer> = (0..n_layers)
+        .map(|l| {
+            let first = &parts[0][l];
+            // The first layer reads the shared features; later ones read only their member's units.
+            let inputs = if l == 0 { first.inputs } else { first.inputs * members };
+            let outputs = first.outputs * members;
+            let mut weights = vec![0.0f32; inputs * outputs];
+            let mut bias = Vec::with_capacity(outputs);
+            for (m, part) in parts.iter().enumerate() {
+                let layer = &part[l];
+                let row_offset = if l == 0 { 0 } else { m * layer.inputs };
+                for i in 0..layer.inputs {
+                    let from = &layer.weights[i * layer.outputs..(i + 1) * layer.outputs];
+                    let at = (row_offset + i) * outputs + m * layer.outputs;
+                    weights[at..at + layer.outputs].copy_from_slice(from);
+                }
+                bias.extend_from_slice(&layer.bias);
+            }
+            KernelLayer { weights, bias, inputs, outputs }
+        })
+        .collect();
+    let wide = MlpConfig {
+        hidden_layers: member.hidden_layers.iter().map(|w| w * members).collect(),
+        n_outputs: member.n_outputs * members,
+        ..member.clone()
+    };
+    Ok(with_layers(wide.init(device), &layers, device))
+}
+
+/// `model` with every layer's weights and bias replaced by `layers` (same shapes).
+fn with_layers<B: Backend>(mut model: Mlp<B>, layers: &[KernelLayer], device: &B::Device) -> Mlp<B> {
+    let linear = |layer: &KernelLayer| burn::nn::Linear {
+        weight: Param::from_tensor(Tensor::from_data(
+            TensorData::new(layer.weights.clone(), [layer.inputs, layer.outputs]),
+            device,
+        )),
+        bias: Some(Param::from_tensor(Tensor::from_data(TensorData::new(layer.bias.clone(), [layer.outputs]), device))),
+    };
+    let (output, hidden) = layers.split_last().expect("a network has an output layer");
+    model.hidden = hidden.iter().map(linear).collect();
+    model.output = linear(output);
+    model
+}
+
+/// The members' forward pass: as `Mlp::forward`, each layer after the first masked to the
+/// block diagonal. `[n, n_features] -> [n, members * n_outputs]`.
+fn forward_members<B: Backend>(model: &Mlp<B>, masks: &[Tensor<B, 2>], features: Tensor<B, 2>) -> Tensor<B, 2> {
+    if masks.is_empty() {
+        return model.forward(features);
+    }
+    let layer = |x: Tensor<B, 2>, linear: &burn::nn::Linear<B>, mask: Option<&Tensor<B, 2>>| {
+        let weight = match mask {
+            Some(mask) => linear.weight.val() * mask.clone(),
+            None => linear.weight.val(),
+        };
+        let y = x.matmul(weight);
+        match &linear.bias {
+            Some(bias) => y + bias.val().unsqueeze_dim(0),
+            None => y,
+        }
+    };
+    let mut x = features;
+    for (i, linear) in model.hidden.iter().enumerate() {
+        let mask = i.checked_sub(1).map(|i| &masks[i]);
+        x = model.dropout.forward(model.activation.apply(layer(x, linear, mask)));
+    }
+    layer(x, &model.output, masks.last())
+}
+
+/// The members' outputs averaged: `[n, members * n_outputs] -> [n, n_outputs]`.
+fn average_members<B: Backend>(outputs: Tensor<B, 2>, members: usize) -> Tensor<B, 2> {
+    if members == 1 {
+        return outputs;
+    }
+    let [n, width] = outputs.dims();
+    outputs.reshape([n, members, width / members]).mean_dim(1).reshape([n, width / members])
+}
+
+/// The trained members as one ordinary MLP: the hidden layers with the off-block weights
+/// zeroed, and the output layer folded into the members' average.
+fn fold_members<B: Backend>(model: Mlp<B>, blocks: &Blocks, device: &B::Device) -> anyhow::Result<Mlp<B>> {
+    let members = blocks.members;
+    if members == 1 {
+        return Ok(model);
+    }
+    let mut layers = model.kernel_layers().map_err(|e| anyhow::anyhow!("{e}"))?;
+    for (layer, mask) in layers.iter_mut().skip(1).zip(&blocks.masks) {
+        for (w, m) in layer.weights.iter_mut().zip(mask) {
+            *w *= m;
+        }
+    }
+    let output = layers.last_mut().expect("an output layer");
+    let n_outputs = output.outputs / members;
+    let scale = 1.0 / members as f32;
+    let mut weights = vec![0.0f32; output.inputs * n_outputs];
+    for row in 0..output.inputs {
+        // Row `row` belongs to member `row / hidden`, whose outputs start at `member * n_outputs`.
+        let member = row / (output.inputs / members);
+        for o in 0..n_outputs {
+            weights[row * n_outputs + o] = output.weights[row * output.outputs + member * n_outputs + o] * scale;
+        }
+    }
+    let bias: Vec<f32> = (0..n_outputs)
+        .map(|o| (0..members).map(|m| output.bias[m * n_outputs + o]).sum::<f32>() * scale)
+        .collect();
+    *output = KernelLayer { weights, bias, inputs: output.inputs, outputs: n_outputs };
+    let folded = MlpConfig {
+        n_features: layers[0].inputs,
+        hidden_layers: layers[..layers.len() - 1].iter().map(|l| l.outputs).collect(),
+        n_outputs,
+        activation: model.activation,
+        dropout: 0.0,
+    };
+    Ok(with_layers(folded.init(device), &layers, device))
+}
+
+/// Trains `network` (the served shape: `config.ensemble` members side by side) on `train`,
+/// validating on `validation` after every epoch.
 pub fn fit<B: AutodiffBackend>(
     device: &B::Device,
     config: &TrainConfig,
@@ -96,7 +300,15 @@ pub fn fit<B: AutodiffBackend>(
     progress: &ProgressBar,
 ) -> anyhow::Result<Trained> {
     B::seed(device, config.seed);
-    let mut model: Mlp<B> = network.init(device);
+    let members = config.ensemble;
+    let member = MlpConfig {
+        hidden_layers: network.hidden_layers.iter().map(|w| w / members).collect(),
+        ..network.clone()
+    };
+    let blocks = Blocks::new(&member, members);
+    let masks = blocks.tensors::<B>(device);
+    let inner_masks = blocks.tensors::<B::InnerBackend>(device);
+    let mut model: Mlp<B> = init_members(&member, members, device)?;
     let weight_decay = (config.weight_decay > 0.0).then(|| WeightDecayConfig::new(config.weight_decay as f32));
     let mut optimizer = AdamConfig::new().with_weight_decay(weight_decay).init();
 
@@ -118,20 +330,24 @@ pub fn fit<B: AutodiffBackend>(
         let mut loss_sum = Tensor::<B::InnerBackend, 1>::zeros([1], device);
         for batch in order.chunks(config.batch_size) {
             let indices = Tensor::<B, 1, Int>::from_data(TensorData::new(batch.to_vec(), [batch.len()]), device);
-            let outputs = model.forward(train_data.features.clone().select(0, indices.clone()));
+            let outputs = forward_members(&model, &masks, train_data.features.clone().select(0, indices.clone()));
             let classes = train_data.classes.clone().map(|c| c.select(0, indices.clone()));
             let values = train_data.values.clone().map(|v| v.select(0, indices.clone()));
-            let batch_loss = loss(outputs, classes, values);
+            let batch_loss = loss(outputs, classes, values, members, config.label_smoothing);
             loss_sum = loss_sum + batch_loss.clone().inner().mul_scalar(batch.len() as f32);
             let gradients = GradientsParams::from_grads(batch_loss.backward(), &model);
             model = optimizer.step(learning_rate, model, gradients);
         }
         let train_loss = f64::from(loss_sum.into_scalar().elem::<f32>()) / train.n_rows.max(1) as f64;
 
+        // Validation scores what will be served: the members' average, without smoothing.
         let inference = model.valid();
-        let outputs = inference.forward(valid_data.features.clone());
+        let outputs =
+            average_members(forward_members(&inference, &inner_masks, valid_data.features.clone()), members);
         let validation_loss = f64::from(
-            loss(outputs.clone(), valid_data.classes.clone(), valid_data.values.clone()).into_scalar().elem::<f32>(),
+            loss(outputs.clone(), valid_data.classes.clone(), valid_data.values.clone(), 1, 0.0)
+                .into_scalar()
+                .elem::<f32>(),
         );
         let outputs: Vec<f32> = outputs
             .into_data()
@@ -169,7 +385,7 @@ pub fn fit<B: AutodiffBackend>(
         }
     }
     let (_, best_model, best_epoch) = best.ok_or_else(|| anyhow::anyhow!("no epoch was run"))?;
-    let weights = record_weights(best_model)?;
+    let weights = record_weights(fold_members(best_model, &blocks, device)?)?;
     Ok(Trained { weights, best_epoch, history })
 }
 

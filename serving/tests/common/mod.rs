@@ -35,7 +35,7 @@ pub fn default_limits() -> Limits {
 fn numeric(name: &str, median: f64, mean: f64, std: f64) -> (ColumnSpec, FittedColumn) {
     (
         ColumnSpec { name: name.into(), kind: ColumnKind::Numeric },
-        FittedColumn::Numeric { name: name.into(), median, mean, std },
+        FittedColumn::Numeric { name: name.into(), median, mean, std, clip: None },
     )
 }
 

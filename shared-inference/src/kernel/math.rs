@@ -2,38 +2,80 @@
 //! operations that the compiler also builds as vector code for processors with AVX/AVX2, chosen
 //! at run time: the same operations, so the same bits on every machine.
 
-/// One numeric value, imputed and standardized: `(x, (x - mean) / std)` as f32, a missing (NaN)
-/// `x` taken as `median`.
+/// A numeric column's fitted scaling (see `FittedColumn::Numeric`).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Scaling {
+    pub median: f64,
+    pub mean: f64,
+    pub std: f64,
+    pub clip: Option<f64>,
+}
+
+/// Scaled values beyond this many clip widths are taken as this many: `r²` must not overflow,
+/// and at this distance the clipped value already equals `±clip` in f64.
+const CLIP_REACH: f64 = 1e150;
+
+/// One numeric value, imputed and scaled: `(x, z)` with `z = (x - mean) / std` as f32, a missing
+/// (NaN) `x` taken as `median`, and `z` smoothly clipped when the column asks for it. An infinite
+/// `z` stays infinite, so that the caller refuses it.
 #[inline(always)]
-pub(crate) fn standardize(x: f64, median: f64, mean: f64, std: f64) -> (f64, f32) {
-    let x = if x.is_nan() { median } else { x };
-    (x, ((x - mean) / std) as f32)
+pub(crate) fn standardize(x: f64, scaling: &Scaling) -> (f64, f32) {
+    let x = if x.is_nan() { scaling.median } else { x };
+    let z = (x - scaling.mean) / scaling.std;
+    let z = match scaling.clip {
+        None => z,
+        Some(clip) => smooth_clip(z, clip),
+    };
+    (x, z as f32)
+}
+
+/// `clip · r / √(1 + r²)` with `r = z / clip`, spelled with the operations the ONNX export uses
+/// (Div, Clip, Mul, Add, Sqrt, Div, Mul), so that both compute the same f64.
+#[inline(always)]
+pub fn smooth_clip(z: f64, clip: f64) -> f64 {
+    let r = z / clip;
+    if r.is_infinite() {
+        return r;
+    }
+    let r = r.clamp(-CLIP_REACH, CLIP_REACH);
+    r / (1.0 + r * r).sqrt() * clip
 }
 
 /// [`standardize`] for every value of a column into contiguous output, as a loop without
 /// branches over slices that cannot overlap, which the compiler turns into vector code.
 /// Whether every result is finite.
-pub(crate) fn standardize_column(xs: &[f64], out: &mut [f32], median: f64, mean: f64, std: f64) -> bool {
+pub(crate) fn standardize_column(xs: &[f64], out: &mut [f32], scaling: &Scaling) -> bool {
     #[cfg(target_arch = "x86_64")]
     if std::arch::is_x86_feature_detected!("avx") {
         // SAFETY: the processor has AVX.
-        return unsafe { standardize_contiguous_avx(xs, out, median, mean, std) };
+        return unsafe { standardize_contiguous_avx(xs, out, scaling) };
     }
-    standardize_contiguous_portable(xs, out, median, mean, std)
+    standardize_contiguous_portable(xs, out, scaling)
 }
 
 /// [`standardize_contiguous_portable`] as 4-wide vector code (the same IEEE operations, so the
 /// same bits).
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx")]
-fn standardize_contiguous_avx(xs: &[f64], out: &mut [f32], median: f64, mean: f64, std: f64) -> bool {
-    standardize_contiguous_portable(xs, out, median, mean, std)
+fn standardize_contiguous_avx(xs: &[f64], out: &mut [f32], scaling: &Scaling) -> bool {
+    standardize_contiguous_portable(xs, out, scaling)
 }
 
 #[inline(always)]
-fn standardize_contiguous_portable(xs: &[f64], out: &mut [f32], median: f64, mean: f64, std: f64) -> bool {
-    for (slot, &x) in out.iter_mut().zip(xs) {
-        *slot = standardize(x, median, mean, std).1;
+fn standardize_contiguous_portable(xs: &[f64], out: &mut [f32], scaling: &Scaling) -> bool {
+    // One loop per case, so that the common unclipped one stays a plain vector loop.
+    match scaling.clip {
+        None => {
+            let plain = Scaling { clip: None, ..*scaling };
+            for (slot, &x) in out.iter_mut().zip(xs) {
+                *slot = standardize(x, &plain).1;
+            }
+        }
+        Some(_) => {
+            for (slot, &x) in out.iter_mut().zip(xs) {
+                *slot = standardize(x, scaling).1;
+            }
+        }
     }
     out.iter().fold(0u32, |bad, z| bad | u32::from(!z.is_finite())) == 0
 }
@@ -148,15 +190,36 @@ mod tests {
 
     #[test]
     fn the_vector_standardization_gives_the_bits_of_the_scalar_one() {
-        let (median, mean, std) = (4.25, 3.1, 0.7);
         let mut xs: Vec<f64> = (0..1001).map(|i| (f64::from(i) - 500.0) * 0.0137 + 1e-9 * f64::from(i % 7)).collect();
         xs.extend([f64::NAN, -0.0, 1e300, -1e300, f64::INFINITY, 5e-324]);
-        let mut out = vec![0.0f32; xs.len()];
-        let all_finite = standardize_column(&xs, &mut out, median, mean, std);
-        assert!(!all_finite, "1e300 and infinity do not fit");
-        for (&x, z) in xs.iter().zip(&out) {
-            assert_eq!(z.to_bits(), standardize(x, median, mean, std).1.to_bits(), "{x}");
+        for clip in [None, Some(3.0)] {
+            let scaling = Scaling { median: 4.25, mean: 3.1, std: 0.7, clip };
+            let mut out = vec![0.0f32; xs.len()];
+            let all_finite = standardize_column(&xs, &mut out, &scaling);
+            assert!(!all_finite, "infinity is refused, clipped or not");
+            for (&x, z) in xs.iter().zip(&out) {
+                assert_eq!(z.to_bits(), standardize(x, &scaling).1.to_bits(), "{x}");
+            }
+            // Unclipped, 1e300 overflows f32; clipped, it lands on the clip.
+            assert_eq!(standardize_column(&xs[..1004], &mut out[..1004], &scaling), clip.is_some());
         }
-        assert!(standardize_column(&xs[..1002], &mut out[..1002], median, mean, std));
+    }
+
+    #[test]
+    fn the_smooth_clip_is_near_identity_for_small_values_and_bounded_for_large_ones() {
+        for z in [0.0, 1e-3, -0.2] {
+            assert!((smooth_clip(z, 3.0) - z).abs() <= z.abs() * 0.01, "{z}");
+        }
+        // z / sqrt(1 + (z / 3)^2) at z = 3 is 3 / sqrt(2).
+        assert!((smooth_clip(3.0, 3.0) - 3.0 / 2f64.sqrt()).abs() < 1e-12);
+        assert!((smooth_clip(-3.0, 3.0) + 3.0 / 2f64.sqrt()).abs() < 1e-12);
+        for z in [1e6, 1e200, f64::MAX] {
+            let clipped = smooth_clip(z, 3.0);
+            assert!(clipped <= 3.0 && clipped > 2.999, "{z} -> {clipped}");
+            assert_eq!(smooth_clip(-z, 3.0), -clipped);
+        }
+        let ordered: Vec<f64> = (-50..=50).map(|i| smooth_clip(f64::from(i) * 0.5, 3.0)).collect();
+        assert!(ordered.windows(2).all(|w| w[0] < w[1]), "monotone");
+        assert!(smooth_clip(f64::INFINITY, 3.0).is_infinite());
     }
 }

@@ -14,7 +14,8 @@ mod forward;
 mod math;
 
 pub use forward::{KernelLayer, Network, NetworkError};
-pub(crate) use math::{exp_in_place, standardize, standardize_column};
+pub use math::smooth_clip;
+pub(crate) use math::{Scaling, exp_in_place, standardize, standardize_column};
 
 /// Which form of the kernels runs on this processor.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
