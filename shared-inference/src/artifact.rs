@@ -99,6 +99,11 @@ pub struct Manifest {
     /// Class names in output order; empty for regression.
     pub labels: Vec<String>,
     pub target_transform: TargetTransform,
+    /// Regression: predictions are held within `[low, high]`, the training targets' range in
+    /// their own units, so that an input far beyond anything seen in training cannot come out as
+    /// an absurd amount (under a log transform, growing exponentially with it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prediction_range: Option<[f64; 2]>,
     /// Test-split metrics computed by the trainer's evaluation.
     pub metrics: BTreeMap<String, f64>,
     pub provenance: Provenance,
@@ -232,6 +237,11 @@ impl Manifest {
         {
             return bad(format!("target_transform: mean {mean} must be finite and std {std} finite and positive"));
         }
+        if let Some([low, high]) = self.prediction_range
+            && !(low.is_finite() && high.is_finite() && low <= high)
+        {
+            return bad(format!("prediction_range [{low}, {high}] must be finite and in order"));
+        }
         let network = &self.network;
         if network.hidden_layers.len() > MAX_HIDDEN_LAYERS {
             return bad(format!(
@@ -359,7 +369,13 @@ mod tests {
                 task: Task::Regression,
             },
             preprocessing: Preprocessor {
-                columns: vec![FittedColumn::Numeric { name: "x".into(), median: 1.0, mean: 1.5, std: 0.25, clip: None }],
+                columns: vec![FittedColumn::Numeric {
+                    name: "x".into(),
+                    median: 1.0,
+                    mean: 1.5,
+                    std: 0.25,
+                    clip: None,
+                }],
             },
             network: MlpConfig {
                 n_features: 1,
@@ -370,6 +386,7 @@ mod tests {
             },
             labels: vec![],
             target_transform: TargetTransform::Standardize { mean: 10.0, std: 2.0 },
+            prediction_range: None,
             metrics: BTreeMap::from([("rmse".to_string(), 0.125)]),
             provenance: Provenance { config: serde_json::json!({ "lr": 1e-3, "b": [1, 2] }), ..Provenance::default() },
             weights: WeightsInfo { file: WEIGHTS_FILE.into(), sha256: "00".into(), recorder: "r".into() },
@@ -413,7 +430,7 @@ mod tests {
     #[test]
     fn numbers_that_cannot_be_served_are_refused_at_load_with_the_reason() {
         type Edit = fn(&mut Manifest);
-        let cases: [(Edit, &str); 10] = [
+        let cases: [(Edit, &str); 11] = [
             (
                 |m| {
                     m.preprocessing.columns[0] =
@@ -422,6 +439,7 @@ mod tests {
                 "column 'x': clip 0 must be finite and positive",
             ),
             (|m| m.target_transform = TargetTransform::Log1pStandardize { mean: 0.0, std: 0.0 }, "target_transform"),
+            (|m| m.prediction_range = Some([5.0, 1.0]), "prediction_range [5, 1] must be finite and in order"),
             (
                 |m| {
                     m.preprocessing.columns[0] =

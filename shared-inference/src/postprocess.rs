@@ -130,9 +130,15 @@ impl Predictions {
     }
 }
 
-/// `outputs [n_rows, 1]` -> `values [n_rows]` in original units.
-pub fn regression(outputs: &[f32], transform: &TargetTransform) -> Predictions {
-    let values = outputs.iter().map(|&z| transform.inverse(z) as f32).collect();
+/// `outputs [n_rows, 1]` -> `values [n_rows]` in original units, held within `range` if the
+/// model has one.
+pub fn regression(outputs: &[f32], transform: &TargetTransform, range: Option<[f64; 2]>) -> Predictions {
+    let values = match range {
+        None => outputs.iter().map(|&z| transform.inverse(z) as f32).collect(),
+        // The manifest loader checked `low <= high`, both finite; a NaN stays NaN and is refused
+        // later, as without a range.
+        Some([low, high]) => outputs.iter().map(|&z| transform.inverse(z).clamp(low, high) as f32).collect(),
+    };
     Predictions::Regression { values }
 }
 
@@ -192,7 +198,7 @@ mod tests {
         for (transform, z, expected) in
             [(standardized, 1.5, 13.0), (logged, 2.0, 2f64.exp()), (logged_1p, 2.0, 2f64.exp() - 1.0)]
         {
-            let Predictions::Regression { values } = regression(&[z], &transform) else {
+            let Predictions::Regression { values } = regression(&[z], &transform, None) else {
                 panic!("regression gives values");
             };
             assert!((f64::from(values[0]) - expected).abs() < 1e-5, "{values:?} vs {expected}");
@@ -208,11 +214,23 @@ mod tests {
         assert_eq!(z, -2.0 / 1.5);
         assert_eq!(transform.inverse(z as f32).abs(), 0.0);
         // Outputs below that would be negative amounts: they are raised to zero.
-        let Predictions::Regression { values } = regression(&[-5.0, -1.4, 0.0], &transform) else {
+        let Predictions::Regression { values } = regression(&[-5.0, -1.4, 0.0], &transform, None) else {
             panic!("regression gives values");
         };
         assert_eq!(values[..2], [0.0, 0.0]);
         assert!((f64::from(values[2]) - (2f64.exp() - 1.0)).abs() < 1e-5);
+    }
+
+    #[test]
+    fn predictions_are_held_within_the_range() {
+        let transform = TargetTransform::LogStandardize { mean: 0.0, std: 1.0 };
+        let Predictions::Regression { values } =
+            regression(&[-50.0, 0.0, 50.0, f32::NAN], &transform, Some([0.5, 20.0]))
+        else {
+            panic!("regression gives values");
+        };
+        assert_eq!(values[..3], [0.5, 1.0, 20.0]);
+        assert!(values[3].is_nan(), "a NaN is not hidden inside the range");
     }
 
     #[test]

@@ -120,7 +120,9 @@ impl Predictor {
     pub fn predict_features(&self, features: Vec<f32>, n_rows: usize) -> Predictions {
         let outputs = self.forward(&features, n_rows);
         match self.manifest.schema.task {
-            Task::Regression => postprocess::regression(&outputs, &self.manifest.target_transform),
+            Task::Regression => {
+                postprocess::regression(&outputs, &self.manifest.target_transform, self.manifest.prediction_range)
+            }
             Task::BinaryClassification | Task::MulticlassClassification => {
                 postprocess::classification(&outputs, self.manifest.network.n_outputs)
             }

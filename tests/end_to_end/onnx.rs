@@ -91,7 +91,7 @@ impl Lcg {
 /// Customers: numeric `age`, `income`, `score` and categorical `city`, `plan`, with missing
 /// values in each; a binary target `churn` (yes/no) and a positive numeric `spend`. With
 /// `unseen`, some rows carry a city never generated for training.
-fn synthetic_csv(path: &Path, rows: usize, seed: u64, unseen: bool) {
+pub(crate) fn synthetic_csv(path: &Path, rows: usize, seed: u64, unseen: bool) {
     let mut rng = Lcg(seed);
     let cities = ["north", "south", "east", "west", "centre"];
     let plans = ["basic", "plus", "pro"];
@@ -131,13 +131,14 @@ fn synthetic_recipe(
     activation: &str,
     unknown: &str,
     transform: &str,
+    (preprocessing, model): (&str, &str),
 ) -> PathBuf {
     let transform = if transform.is_empty() { String::new() } else { format!("target_transform = \"{transform}\"\n") };
     let recipe = format!(
         "name = \"synthetic-{target}-{activation}\"\n\n[data]\npath = \"{}\"\ntarget = \"{target}\"\n\n\
          [split]\nvalidation_fraction = 0.15\ntest_fraction = 0.15\nseed = 3\n\n\
-         [preprocessing]\nunknown_category = \"{unknown}\"\n{transform}\n\
-         [model]\nhidden_layers = [16, 8]\nactivation = \"{activation}\"\ndropout = 0.1\n\n\
+         [preprocessing]\nunknown_category = \"{unknown}\"\n{transform}{preprocessing}\n\
+         [model]\nhidden_layers = [16, 8]\nactivation = \"{activation}\"\ndropout = 0.1\n{model}\n\
          [training]\nepochs = 8\nbatch_size = 64\nlearning_rate = 0.01\nweight_decay = 0.0001\n\
          early_stopping_patience = 8\nlr_schedule = \"constant\"\n",
         data.display()
@@ -158,14 +159,19 @@ fn synthetic_mixed_data_predicts_the_same_in_onnxruntime() {
     synthetic_csv(&unseen_csv, 300, 13, true);
     let models = dir.path().join("models");
 
-    // (target, activation, unseen-category policy, target transform)
+    // (target, activation, unseen-category policy, target transform, more recipe keys); the keys
+    // a recipe leaves out take the defaults. The last two: robust scaling with its smooth clip,
+    // ln(1 + y), and ensembles folded into one network.
+    let robust = "numeric_scaling = \"robust_clip\"\n";
     let cases = [
-        ("churn", "gelu", "zero_vector", ""),
-        ("spend", "tanh", "error", "standardize"),
-        ("spend", "silu", "zero_vector", "log_standardize"),
+        ("churn", "gelu", "zero_vector", "", ("", "")),
+        ("spend", "tanh", "error", "standardize", ("", "")),
+        ("spend", "silu", "zero_vector", "log_standardize", ("", "")),
+        ("spend", "relu", "zero_vector", "log1p_standardize", (robust, "ensemble = 3\n")),
+        ("churn", "relu", "error", "", (robust, "ensemble = 2\n")),
     ];
-    for (target, activation, unknown, transform) in cases {
-        let recipe = synthetic_recipe(dir.path(), &train_csv, target, activation, unknown, transform);
+    for (target, activation, unknown, transform, extra) in cases {
+        let recipe = synthetic_recipe(dir.path(), &train_csv, target, activation, unknown, transform, extra);
         let output = Command::new(binary("trainer"))
             .args(["train", "--quiet", "--device", "cpu", "--config"])
             .arg(&recipe)

@@ -273,3 +273,68 @@ fn every_serving_path_matches_trainer_evaluate_on_penguins() {
 fn every_serving_path_matches_trainer_evaluate_on_diamonds() {
     check_model("diamonds");
 }
+
+/// `trainer evaluate --predictions` and `serving predict` (both builds) on `rows`: the same cells.
+fn check_files_agree(model_dir: &std::path::Path, rows: &std::path::Path, out: &std::path::Path) {
+    let trainer_out = out.join("trainer.csv");
+    let status = Command::new(binary("trainer"))
+        .args(["evaluate", "--model"])
+        .arg(model_dir)
+        .arg("--data")
+        .arg(rows)
+        .arg("--predictions")
+        .arg(&trainer_out)
+        .status()
+        .expect("trainer runs");
+    assert!(status.success(), "trainer evaluate failed");
+    let (header, expected) = read_predictions(&trainer_out);
+    for serving in [binary("serving"), shipped_serving()] {
+        let serving_out = out.join("serving.csv");
+        let output = Command::new(&serving)
+            .args(["predict", "--quiet", "--model"])
+            .arg(model_dir)
+            .arg("--input")
+            .arg(rows)
+            .arg("--output")
+            .arg(&serving_out)
+            .output()
+            .expect("serving runs");
+        assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+        let (serving_header, scored) = read_predictions(&serving_out);
+        assert_eq!(&serving_header[..header.len()], &header[..]);
+        let scored: Vec<Vec<String>> = scored.into_iter().map(|r| r[..header.len()].to_vec()).collect();
+        assert_eq!(scored, expected, "{}: {} differs from trainer evaluate", model_dir.display(), serving.display());
+    }
+}
+
+/// Models trained without a recipe (four members folded into one network) and with robust
+/// scaling and `ln(1 + y)` predict in serving exactly what the trainer evaluated.
+#[test]
+fn models_from_the_defaults_and_the_new_transforms_match_trainer_evaluate() {
+    let dir = tempfile::tempdir().expect("temporary directory");
+    let synthetic = dir.path().join("customers.csv");
+    crate::onnx::synthetic_csv(&synthetic, 800, 21, false);
+    let recipe = dir.path().join("robust.toml");
+    std::fs::write(
+        &recipe,
+        "[preprocessing]\nnumeric_scaling = \"robust_clip\"\ntarget_transform = \"log1p_standardize\"\n",
+    )
+    .expect("write the recipe");
+    let penguins = crate::support::workspace().join("data/penguins.csv");
+    let models = dir.path().join("models");
+    for (data, target, config) in [(&penguins, "species", None), (&synthetic, "spend", Some(&recipe))] {
+        let mut command = Command::new(binary("trainer"));
+        command.args(["train", "--quiet", "--device", "cpu", "--epochs", "12", "--target", target, "--data"]);
+        command.arg(data).arg("--out").arg(&models);
+        if let Some(config) = config {
+            command.arg("--config").arg(config);
+        }
+        let output = command.output().expect("trainer runs");
+        assert!(output.status.success(), "training failed: {}", String::from_utf8_lossy(&output.stderr));
+        let name = data.file_stem().expect("a file name").to_string_lossy().into_owned();
+        let model_dir = models.join(&name).join("1");
+        let manifest = shared_inference::Artifact::read_dir(&model_dir).expect("reads").manifest;
+        assert_eq!(manifest.network.hidden_layers, [128, 128], "{name}: four members of 32");
+        check_files_agree(&model_dir, data, dir.path());
+    }
+}

@@ -68,6 +68,7 @@ fn make_version_2(from: &Path, to: &Path) {
     manifest.target_transform = match manifest.target_transform {
         TargetTransform::LogStandardize { mean, std } => TargetTransform::LogStandardize { mean: mean + 0.1, std },
         TargetTransform::Standardize { mean, std } => TargetTransform::Standardize { mean: mean + std, std },
+        TargetTransform::Log1pStandardize { mean, std } => TargetTransform::Log1pStandardize { mean: mean + 0.1, std },
         TargetTransform::None => panic!("diamonds is a regression"),
     };
     std::fs::write(&path, manifest.to_json().expect("manifest serializes")).expect("write the manifest");

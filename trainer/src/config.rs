@@ -358,8 +358,7 @@ enum TaskFamily {
 
 impl Rule {
     fn holds(&self, shape: &DataShape) -> bool {
-        let family =
-            if shape.task.is_classification() { TaskFamily::Classification } else { TaskFamily::Regression };
+        let family = if shape.task.is_classification() { TaskFamily::Classification } else { TaskFamily::Regression };
         self.task.is_none_or(|t| t == family)
             && self.min_rows.is_none_or(|n| shape.rows >= n)
             && self.max_rows.is_none_or(|n| shape.rows <= n)

@@ -144,6 +144,13 @@ pub fn export(artifact: &Artifact) -> anyhow::Result<Vec<u8>> {
                 }
                 TargetTransform::None => wide,
             };
+            let original = match manifest.prediction_range {
+                Some([low, high]) => {
+                    let (low, high) = (g.constant_f64(&[], &[low]), g.constant_f64(&[], &[high]));
+                    g.node("Clip", "", &[&original, &low, &high], vec![])
+                }
+                None => original,
+            };
             let narrow = g.node("Cast", "", &[&original], vec![int("to", DataType::FLOAT as i64)]);
             let shape = g.constant_i64(&[1], &[-1]);
             g.node_named("Reshape", "", &[&narrow, &shape], vec![], PREDICTION);

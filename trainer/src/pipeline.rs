@@ -96,7 +96,9 @@ fn check_target_varies(column: &Column, name: &str) -> anyhow::Result<()> {
         }
     };
     match first {
-        Some(value) => bail!("target column '{name}' holds the single value {value} in every row; there is nothing to learn"),
+        Some(value) => {
+            bail!("target column '{name}' holds the single value {value} in every row; there is nothing to learn")
+        }
         None => Ok(()),
     }
 }
@@ -174,6 +176,15 @@ fn train_table(table: Table, config: &TrainConfig, options: &TrainOptions) -> an
         }
         _ => TargetTransform::None,
     };
+    let prediction_range = match schema.task {
+        Task::Regression => {
+            let targets = data::target_numbers(train_table.column(&config.target)?, &config.target)?;
+            let low = targets.iter().copied().fold(f64::INFINITY, f64::min);
+            let high = targets.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+            Some([low, high])
+        }
+        _ => None,
+    };
     let prepare = |part: &Table, name: &str| -> anyhow::Result<Prepared> {
         // The shared transform, exactly as serving applies it.
         let features = preprocessor.transform(&part.feature_batch(&schema)?).map_err(|e| match e {
@@ -246,6 +257,7 @@ fn train_table(table: Table, config: &TrainConfig, options: &TrainOptions) -> an
         network,
         labels,
         target_transform,
+        prediction_range,
         metrics: BTreeMap::new(),
         provenance: shared_inference::artifact::Provenance {
             config: serde_json::to_value(&config.recipe)?,
@@ -255,7 +267,7 @@ fn train_table(table: Table, config: &TrainConfig, options: &TrainOptions) -> an
                 ("total".to_string(), table.n_rows),
                 ("train".to_string(), rows.train.len()),
                 ("validation".to_string(), rows.validation.len()),
-                ("test".to_string(), rows.test.len()),
+                ("test".to_string(), test_table.n_rows),
             ]),
             seed: config.seed,
             device: device.describe().to_string(),
@@ -300,7 +312,8 @@ fn train_table(table: Table, config: &TrainConfig, options: &TrainOptions) -> an
         "# The recipe that trained this model, every value included; run it again with\n\
          # trainer train --config {RECIPE_FILE}\n\n{recipe}"
     );
-    let mut files: Vec<(&str, Vec<u8>)> = vec![(WEIGHTS_FILE, trained.weights.clone()), (RECIPE_FILE, recipe.into_bytes())];
+    let mut files: Vec<(&str, Vec<u8>)> =
+        vec![(WEIGHTS_FILE, trained.weights.clone()), (RECIPE_FILE, recipe.into_bytes())];
     if let Some(bytes) = onnx {
         files.push((ONNX_FILE, bytes));
     }
@@ -461,7 +474,11 @@ fn test_outcome(predictor: &Predictor, table: &Table, evaluation: &Evaluation) -
                 .iter()
                 .map(|n| predictor.labels().iter().position(|l| l == n).context("checked by the evaluation"))
                 .collect::<anyhow::Result<Vec<usize>>>()?;
-            TestOutcome::Classification { labels: predictor.labels().to_vec(), truth, probabilities: probabilities.clone() }
+            TestOutcome::Classification {
+                labels: predictor.labels().to_vec(),
+                truth,
+                probabilities: probabilities.clone(),
+            }
         }
     })
 }
@@ -490,8 +507,14 @@ pub fn report_input(manifest: &Manifest, test: TestOutcome) -> ReportInput {
         ("target".to_string(), manifest.schema.target.clone()),
         ("data".to_string(), format!("{} (sha256 {})", p.data_file, p.data_sha256)),
         ("rows".to_string(), rows),
-        ("features".to_string(), format!("{} columns, {} network inputs", manifest.schema.features.len(), manifest.network.n_features)),
-        ("network".to_string(), format!("hidden layers {:?}, {} outputs", manifest.network.hidden_layers, manifest.network.n_outputs)),
+        (
+            "features".to_string(),
+            format!("{} columns, {} network inputs", manifest.schema.features.len(), manifest.network.n_features),
+        ),
+        (
+            "network".to_string(),
+            format!("hidden layers {:?}, {} outputs", manifest.network.hidden_layers, manifest.network.n_outputs),
+        ),
         ("target transform".to_string(), manifest.target_transform.as_str().to_string()),
         ("device".to_string(), p.device.clone()),
         ("epochs".to_string(), format!("{} run, best {}", p.epochs_run, p.best_epoch)),
@@ -517,7 +540,8 @@ pub fn report_input(manifest: &Manifest, test: TestOutcome) -> ReportInput {
             .to_string(),
         history,
         best_epoch: p.best_epoch,
-        recipe: serde_json::to_string_pretty(&p.config).unwrap_or_else(|e| format!("(the recipe cannot be shown: {e})")),
+        recipe: serde_json::to_string_pretty(&p.config)
+            .unwrap_or_else(|e| format!("(the recipe cannot be shown: {e})")),
         test,
     }
 }

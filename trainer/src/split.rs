@@ -85,7 +85,9 @@ pub fn split(
         }
         rng.shuffle(&mut rows);
         let n = rows.len();
-        let n_test = ((n as f64 * test_fraction).round() as usize).clamp(1, n - 2);
+        // A test fraction of zero (the test rows come from another file) holds none out.
+        let n_test =
+            if test_fraction == 0.0 { 0 } else { ((n as f64 * test_fraction).round() as usize).clamp(1, n - 2) };
         let n_validation = ((n as f64 * validation_fraction).round() as usize).clamp(1, n - n_test - 1);
         out.test.extend_from_slice(&rows[..n_test]);
         out.validation.extend_from_slice(&rows[n_test..n_test + n_validation]);
@@ -118,6 +120,12 @@ mod tests {
         let s = split(100, Some(&labels), 0.1, 0.25, 1).expect("splits");
         let count_b = |rows: &[usize]| rows.iter().filter(|&&r| labels[r] == "b").count();
         assert_eq!((count_b(&s.test), count_b(&s.validation), count_b(&s.train)), (5, 2, 13));
+    }
+
+    #[test]
+    fn a_test_fraction_of_zero_holds_nothing_out() {
+        let s = split(50, None, 0.2, 0.0, 3).expect("splits");
+        assert_eq!((s.train.len(), s.validation.len(), s.test.len()), (40, 10, 0));
     }
 
     #[test]

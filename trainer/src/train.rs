@@ -16,8 +16,8 @@ use burn::tensor::backend::{AutodiffBackend, Backend};
 use burn::tensor::{ElementConversion, Int, Tensor, TensorData, activation};
 use indicatif::ProgressBar;
 use shared_inference::artifact::record_weights;
-use shared_inference::{Mlp, MlpConfig, TargetTransform};
 use shared_inference::kernel::KernelLayer;
+use shared_inference::{Mlp, MlpConfig, TargetTransform};
 
 use crate::config::TrainConfig;
 use crate::split::Rng;
@@ -274,9 +274,8 @@ fn fold_members<B: Backend>(model: Mlp<B>, blocks: &Blocks, device: &B::Device) 
             weights[row * n_outputs + o] = output.weights[row * output.outputs + member * n_outputs + o] * scale;
         }
     }
-    let bias: Vec<f32> = (0..n_outputs)
-        .map(|o| (0..members).map(|m| output.bias[m * n_outputs + o]).sum::<f32>() * scale)
-        .collect();
+    let bias: Vec<f32> =
+        (0..n_outputs).map(|o| (0..members).map(|m| output.bias[m * n_outputs + o]).sum::<f32>() * scale).collect();
     *output = KernelLayer { weights, bias, inputs: output.inputs, outputs: n_outputs };
     let folded = MlpConfig {
         n_features: layers[0].inputs,
@@ -301,10 +300,8 @@ pub fn fit<B: AutodiffBackend>(
 ) -> anyhow::Result<Trained> {
     B::seed(device, config.seed);
     let members = config.ensemble;
-    let member = MlpConfig {
-        hidden_layers: network.hidden_layers.iter().map(|w| w / members).collect(),
-        ..network.clone()
-    };
+    let member =
+        MlpConfig { hidden_layers: network.hidden_layers.iter().map(|w| w / members).collect(), ..network.clone() };
     let blocks = Blocks::new(&member, members);
     let masks = blocks.tensors::<B>(device);
     let inner_masks = blocks.tensors::<B::InnerBackend>(device);
@@ -342,8 +339,7 @@ pub fn fit<B: AutodiffBackend>(
 
         // Validation scores what will be served: the members' average, without smoothing.
         let inference = model.valid();
-        let outputs =
-            average_members(forward_members(&inference, &inner_masks, valid_data.features.clone()), members);
+        let outputs = average_members(forward_members(&inference, &inner_masks, valid_data.features.clone()), members);
         let validation_loss = f64::from(
             loss(outputs.clone(), valid_data.classes.clone(), valid_data.values.clone(), 1, 0.0)
                 .into_scalar()

@@ -288,8 +288,8 @@ fn artifacts_are_versioned_checked_and_read_back() {
     assert_eq!(first.version_dir, model_dir.join("1"));
     assert_eq!((first.manifest.name.as_str(), first.manifest.version), ("penguins", 1));
     assert!(first.history.len() <= 5 && !first.history.is_empty(), "{} epochs", first.history.len());
-    assert_eq!(first.manifest.provenance.config["epochs"], 5);
-    assert_eq!(entries(&first.version_dir), [MANIFEST_FILE, ONNX_FILE, WEIGHTS_FILE]);
+    assert_eq!(first.manifest.provenance.config["training"]["epochs"], 5);
+    assert_eq!(entries(&first.version_dir), [MANIFEST_FILE, ONNX_FILE, "recipe.toml", "report.html", WEIGHTS_FILE]);
     let onnx_len = std::fs::metadata(first.version_dir.join(ONNX_FILE)).expect("model.onnx").len();
     assert!(onnx_len > 0, "model.onnx is empty");
 
@@ -460,7 +460,7 @@ fn the_training_transform_is_the_shared_one() {
     for column in &manifest.preprocessing.columns {
         let cell = |row: usize| Some(rows[row][column.name()]).filter(|c| *c != "NA");
         match column {
-            FittedColumn::Numeric { name, median, mean, std } => {
+            FittedColumn::Numeric { name, median, mean, std, .. } => {
                 let values: Vec<Option<f64>> =
                     training.iter().map(|&r| cell(r).map(|c| c.parse().expect("a number"))).collect();
                 let (m, mu, sigma) = numeric_state(&values);

@@ -93,6 +93,7 @@ fn write_model(root: &Path, spec: ModelSpec<'_>) {
         network,
         labels: spec.labels.iter().map(|l| l.to_string()).collect(),
         target_transform: spec.target_transform,
+        prediction_range: None,
         metrics: BTreeMap::new(),
         provenance: Provenance::default(),
         weights: WeightsInfo {
