@@ -91,43 +91,11 @@ fn check_model(name: &str) {
     let dir = tempfile::tempdir().expect("temporary directory");
     let test_csv = test_split_csv(name, dir.path());
 
-    // 1. The trainer's evaluation, through its binary.
-    let trainer_out = dir.path().join("trainer.csv");
-    let status = Command::new(binary("trainer"))
-        .arg("evaluate")
-        .arg("--model")
-        .arg(&model_dir)
-        .arg("--data")
-        .arg(&test_csv)
-        .arg("--predictions")
-        .arg(&trainer_out)
-        .status()
-        .expect("trainer runs");
-    assert!(status.success(), "trainer evaluate failed");
-    let (trainer_header, expected) = read_predictions(&trainer_out);
+    // 1. The trainer's evaluation, through its binary; 2. offline scoring, through the serving
+    //    binary: the one built with the workspace and the one built alone as it ships (features
+    //    unify differently; the numbers must not change).
+    let (_, expected) = check_files_agree(&model_dir, &test_csv, dir.path());
     assert!(expected.len() > 50, "{name}: test split has {} rows", expected.len());
-
-    // 2. Offline scoring, through the serving binary: the one built with the workspace and the
-    //    one built alone as it ships (features unify differently; the numbers must not change).
-    for serving in [binary("serving"), shipped_serving()] {
-        let serving_out = dir.path().join("serving.csv");
-        let status = Command::new(&serving)
-            .arg("predict")
-            .arg("--model")
-            .arg(&model_dir)
-            .arg("--input")
-            .arg(&test_csv)
-            .arg("--output")
-            .arg(&serving_out)
-            .arg("--quiet")
-            .status()
-            .expect("serving runs");
-        assert!(status.success(), "{} predict failed", serving.display());
-        let (serving_header, scored) = read_predictions(&serving_out);
-        assert_eq!(&serving_header[..trainer_header.len()], &trainer_header[..]);
-        let scored: Vec<Vec<String>> = scored.into_iter().map(|r| r[..trainer_header.len()].to_vec()).collect();
-        assert_eq!(scored, expected, "{name}: {} predict differs from trainer evaluate", serving.display());
-    }
 
     // 3. HTTP, through the router: v2 JSON, v2 binary outputs, v1 records.
     let mut registry = Registry::default();
@@ -274,8 +242,13 @@ fn every_serving_path_matches_trainer_evaluate_on_diamonds() {
     check_model("diamonds");
 }
 
-/// `trainer evaluate --predictions` and `serving predict` (both builds) on `rows`: the same cells.
-fn check_files_agree(model_dir: &std::path::Path, rows: &std::path::Path, out: &std::path::Path) {
+/// `trainer evaluate --predictions` and `serving predict` (both builds) on `rows`: the same
+/// cells. Returns the trainer's header and rows.
+fn check_files_agree(
+    model_dir: &std::path::Path,
+    rows: &std::path::Path,
+    out: &std::path::Path,
+) -> (Vec<String>, Vec<Vec<String>>) {
     let trainer_out = out.join("trainer.csv");
     let status = Command::new(binary("trainer"))
         .args(["evaluate", "--model"])
@@ -305,6 +278,7 @@ fn check_files_agree(model_dir: &std::path::Path, rows: &std::path::Path, out: &
         let scored: Vec<Vec<String>> = scored.into_iter().map(|r| r[..header.len()].to_vec()).collect();
         assert_eq!(scored, expected, "{}: {} differs from trainer evaluate", model_dir.display(), serving.display());
     }
+    (header, expected)
 }
 
 /// Models trained without a recipe (four members folded into one network) and with robust

@@ -161,29 +161,21 @@ fn train_table(table: Table, config: &TrainConfig, options: &TrainOptions) -> an
     for note in fit_notes {
         warn(&mut notes, note);
     }
-    let target_transform = match schema.task {
+    // Regression: the target's scaling and the range predictions are held within, both from
+    // the training split's targets.
+    let (target_transform, prediction_range) = match schema.task {
         Task::Regression => {
-            let (transform, note) = fit::fit_target(
-                &data::target_numbers(train_table.column(&config.target)?, &config.target)?,
-                config.target_transform,
-                &config.target,
-            )?;
+            let targets = data::target_numbers(train_table.column(&config.target)?, &config.target)?;
+            let (transform, note) = fit::fit_target(&targets, config.target_transform, &config.target)?;
             if let Some(note) = note {
                 eprintln!("{note}");
                 notes.push(note);
             }
-            transform
-        }
-        _ => TargetTransform::None,
-    };
-    let prediction_range = match schema.task {
-        Task::Regression => {
-            let targets = data::target_numbers(train_table.column(&config.target)?, &config.target)?;
             let low = targets.iter().copied().fold(f64::INFINITY, f64::min);
             let high = targets.iter().copied().fold(f64::NEG_INFINITY, f64::max);
-            Some([low, high])
+            (transform, Some([low, high]))
         }
-        _ => None,
+        _ => (TargetTransform::None, None),
     };
     let prepare = |part: &Table, name: &str| -> anyhow::Result<Prepared> {
         // The shared transform, exactly as serving applies it.
