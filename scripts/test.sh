@@ -6,7 +6,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-./scripts/python-env.sh tests/onnx/requirements.txt tests/spark/requirements.txt
+./scripts/python-env.sh tests/onnx/requirements.txt tests/spark/requirements.txt tests/grpc/requirements.txt
 
 # The Spark test (tests/spark/check.py) runs spark-submit in local mode, which needs a Java
 # runtime (Spark 3.5: Java 17). Debian's is installed when none is found.

@@ -55,6 +55,15 @@ pub fn required_scope(method: &Method, path: &str, protect_metrics: bool) -> Opt
     if path.starts_with("/v2/health/") {
         return None;
     }
+    // gRPC: the same scopes for the same questions (health open, inference, repository admin).
+    if let Some(rpc) = path.strip_prefix(crate::grpc::SERVICE_PATH) {
+        return match rpc {
+            "ServerLive" | "ServerReady" => None,
+            "ModelInfer" => Some(Scope::Inference),
+            rpc if rpc.starts_with("Repository") => Some(Scope::Admin),
+            _ => Some(Scope::Metadata),
+        };
+    }
     if path == "/metrics" {
         return protect_metrics.then_some(Scope::Metrics);
     }

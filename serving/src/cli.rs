@@ -64,6 +64,11 @@ pub struct ServeArgs {
     /// Address to listen on. Loopback by default: expose it deliberately.
     #[arg(long, default_value = "127.0.0.1:8000")]
     pub addr: SocketAddr,
+    /// Also serve the Open Inference Protocol over gRPC (inference.GRPCInferenceService) here:
+    /// an address, or a bare port for loopback (`8001` is 127.0.0.1:8001); `off` (the default)
+    /// serves no gRPC. The same models, limits, tokens, TLS and metrics as HTTP.
+    #[arg(long, value_name = "ADDR|PORT|off", default_value = "off")]
+    pub grpc_addr: GrpcAddr,
     /// Largest request body accepted, in bytes; larger bodies get 413.
     #[arg(long, default_value_t = 16 * 1024 * 1024)]
     pub max_body_bytes: usize,
@@ -239,12 +244,14 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
         Some(path) => crate::auth::Tokens::load(path)?,
         None => crate::auth::Tokens::default(),
     };
-    if tokens.is_empty() && !args.addr.ip().is_loopback() {
-        tracing::warn!(
-            addr = %args.addr,
-            "listening on a non-loopback address with no access control: anyone who can reach it can \
-             predict and read metadata (see --tokens)"
-        );
+    for addr in std::iter::once(args.addr).chain(args.grpc_addr.0) {
+        if tokens.is_empty() && !addr.ip().is_loopback() {
+            tracing::warn!(
+                addr = %addr,
+                "listening on a non-loopback address with no access control: anyone who can reach it can \
+                 predict and read metadata (see --tokens)"
+            );
+        }
     }
     let tls = match (&args.tls_certificate, &args.tls_key) {
         (Some(certificate), Some(key)) => Some(crate::tls::acceptor(certificate, key)?),
@@ -294,11 +301,65 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     runtime.block_on(async move {
         let listener = tokio::net::TcpListener::bind(args.addr).await.with_context(|| format!("binding {}", args.addr))?;
-        tracing::info!(addr = %listener.local_addr()?, tls = tls.is_some(), startup_millis = started.elapsed().as_millis() as u64, "listening");
         let drain = Duration::from_secs(args.drain_seconds);
+        // One signal, heard by both listeners.
+        let (stop, stopped) = tokio::sync::watch::channel(false);
+        tokio::spawn(async move {
+            shutdown_signal().await;
+            let _ = stop.send(true);
+        });
+        let until_stopped = |mut stopped: tokio::sync::watch::Receiver<bool>| async move {
+            let _ = stopped.wait_for(|stop| *stop).await;
+        };
+        let grpc = match args.grpc_addr.0 {
+            Some(addr) => {
+                let listener =
+                    tokio::net::TcpListener::bind(addr).await.with_context(|| format!("binding --grpc-addr {addr}"))?;
+                tracing::info!(grpc_addr = %listener.local_addr()?, "grpc listening");
+                let incoming = tonic::transport::server::TcpIncoming::from(listener);
+                let service = crate::grpc::service(state.clone());
+                let shutdown = until_stopped(stopped.clone());
+                let mut builder = tonic::transport::Server::builder();
+                // The same certificate and key as HTTP.
+                if let (Some(certificate), Some(key)) = (&args.tls_certificate, &args.tls_key) {
+                    let read = |path: &std::path::Path| {
+                        std::fs::read(path).with_context(|| format!("reading {}", path.display()))
+                    };
+                    let identity = tonic::transport::Identity::from_pem(read(certificate)?, read(key)?);
+                    builder = builder
+                        .tls_config(tonic::transport::ServerTlsConfig::new().identity(identity))
+                        .context("the TLS certificate and key for --grpc-addr")?;
+                }
+                Some(tokio::spawn(async move {
+                    builder
+                        .add_service(service)
+                        .serve_with_incoming_shutdown(incoming, shutdown)
+                        .await
+                }))
+            }
+            None => None,
+        };
+        // Last: a client that reads this line can reach both listeners.
+        tracing::info!(addr = %listener.local_addr()?, tls = tls.is_some(), startup_millis = started.elapsed().as_millis() as u64, "listening");
         let app = http::app(state.clone());
-        let drained =
-            crate::server::serve(listener, app, state, tls, connection_limits, shutdown_signal(), drain).await;
+        let drained = crate::server::serve(
+            listener,
+            app,
+            state,
+            tls,
+            connection_limits,
+            until_stopped(stopped.clone()),
+            drain,
+        )
+        .await;
+        if let Some(grpc) = grpc {
+            // In-flight gRPC calls finish within the same drain window.
+            match tokio::time::timeout(drain, grpc).await {
+                Ok(Ok(Ok(()))) => {}
+                Ok(Ok(Err(error))) => tracing::warn!(error = %error, "the gRPC service stopped with an error"),
+                Ok(Err(_)) | Err(_) => tracing::warn!("the gRPC service did not drain in time"),
+            }
+        }
         if drained.connections_cut > 0 {
             tracing::warn!(
                 connections = drained.connections_cut,
@@ -310,6 +371,26 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
         tracing::info!("stopped");
         Ok(())
     })
+}
+
+/// Where the gRPC service listens, if anywhere.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct GrpcAddr(pub Option<SocketAddr>);
+
+impl std::str::FromStr for GrpcAddr {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        if text.eq_ignore_ascii_case("off") {
+            return Ok(GrpcAddr(None));
+        }
+        if let Ok(port) = text.parse::<u16>() {
+            return Ok(GrpcAddr(Some(SocketAddr::from(([127, 0, 0, 1], port)))));
+        }
+        text.parse()
+            .map(|addr| GrpcAddr(Some(addr)))
+            .map_err(|e| format!("'{text}' is not an address, a port or `off`: {e}"))
+    }
 }
 
 async fn shutdown_signal() {

@@ -164,6 +164,15 @@ pub enum ProtocolError {
     #[error("failed to parse the request JSON buffer: {0}")]
     Json(#[from] serde_json::Error),
 
+    #[error("raw_input_contents holds {raw} entries but the request has {inputs} inputs; it needs one per input")]
+    RawContentsCount { inputs: usize, raw: usize },
+
+    #[error("input '{input}' has both contents and raw_input_contents; send its values in one of them")]
+    ContentsAndRaw { input: String },
+
+    #[error("input '{input}' of datatype {datatype} must hold its values in contents.{field}")]
+    WrongContents { input: String, datatype: String, field: &'static str },
+
     #[error("Inference-Header-Content-Length must be a byte count, got '{got}'")]
     HeaderLengthNotACount { got: String },
 

@@ -140,7 +140,7 @@ impl AppState {
         self.ready.store(ready, Ordering::SeqCst);
     }
 
-    fn is_ready(&self) -> bool {
+    pub(crate) fn is_ready(&self) -> bool {
         self.ready.load(Ordering::SeqCst)
     }
 
@@ -369,13 +369,20 @@ async fn server_ready(State(state): State<Arc<AppState>>) -> Response {
     }
 }
 
+/// The server's name in its metadata, over HTTP and gRPC.
+pub const SERVER_NAME: &str = "serving";
+/// The protocol extensions the server's metadata lists.
+pub const SERVER_EXTENSIONS: &[&str] = &["binary_tensor_data", "model_configuration"];
+/// A model's `platform` in its metadata.
+pub const PLATFORM: &str = "burn-mlp";
+
 async fn server_metadata() -> Response {
     json_response(
         StatusCode::OK,
         &json!({
-            "name": "serving",
+            "name": SERVER_NAME,
             "version": env!("CARGO_PKG_VERSION"),
-            "extensions": ["binary_tensor_data", "model_configuration"],
+            "extensions": SERVER_EXTENSIONS,
         }),
     )
 }
@@ -409,7 +416,7 @@ fn metadata(registry: &Registry, model: &LoadedModel) -> serde_json::Value {
     json!({
         "name": model.name,
         "versions": registry.versions(&model.name).iter().map(u64::to_string).collect::<Vec<_>>(),
-        "platform": "burn-mlp",
+        "platform": PLATFORM,
         "inputs": inputs,
         "outputs": outputs,
         "parameters": {
@@ -490,7 +497,7 @@ async fn model_config(State(state): State<Arc<AppState>>, Path(model): Path<Stri
         .collect();
     json_response(
         StatusCode::OK,
-        &json!({ "name": m.name, "platform": "burn-mlp", "backend": "serving", "max_batch_size": 0, "input": input, "output": output }),
+        &json!({ "name": m.name, "platform": PLATFORM, "backend": "serving", "max_batch_size": 0, "input": input, "output": output }),
     )
 }
 
@@ -540,17 +547,28 @@ async fn repository_control(
     done: &'static str,
     action: fn(&Repository, &str) -> Result<(), crate::repository::ControlError>,
 ) -> Response {
+    match control(state, model, done, action).await {
+        Ok(()) => json_response(StatusCode::OK, &json!({})),
+        Err(error) => error.into_response(),
+    }
+}
+
+/// A load or unload on the control thread, for HTTP and gRPC alike.
+pub(crate) async fn control(
+    state: &AppState,
+    model: String,
+    done: &'static str,
+    action: fn(&Repository, &str) -> Result<(), crate::repository::ControlError>,
+) -> Result<(), ServeError> {
     let repository = state.repository.clone();
     let name = model.clone();
     match state.control.run(move || action(&repository, &name)).await {
         Ok(Ok(())) => {
             tracing::info!(model, "model {done} through the repository API");
-            json_response(StatusCode::OK, &json!({}))
+            Ok(())
         }
-        Ok(Err(error)) => ServeError::from(error).into_response(),
-        Err(_) => {
-            ServeError::Internal { detail: format!("the repository task for '{model}' panicked") }.into_response()
-        }
+        Ok(Err(error)) => Err(ServeError::from(error)),
+        Err(_) => Err(ServeError::Internal { detail: format!("the repository task for '{model}' panicked") }),
     }
 }
 
@@ -694,33 +712,18 @@ async fn run_inference(
     let outcome = async {
         let model = routed?.0;
         let (body, hold) = read_body(&state, request.into_body()).await?;
-        let permit = state
-            .permits
-            .clone()
-            .try_acquire_owned()
-            .map_err(|_| ServeError::Saturated { limit: state.limits.max_concurrency })?;
-        let inline = body.len() <= state.limits.inline_max_bytes;
         let keep = shadow.is_some();
         let shadow_body = shadow.as_ref().map(|_| body.clone());
         let shadow_header = header_length.clone();
+        let size = body.len();
         let work = move || {
-            let _permit = permit;
             let _hold = hold;
             match protocol {
                 Protocol::V2 => predict_v2(&model, &body, header_length.as_deref(), keep),
                 Protocol::V1 => predict_v1(&model, &body, keep),
             }
         };
-        let done = if inline {
-            Ok(crate::pool::run_here(work))
-        } else {
-            tokio::time::timeout(state.limits.timeout, state.pool.run(work)).await
-        };
-        let answer = match done {
-            Ok(Ok(answer)) => answer,
-            Ok(Err(_lost)) => Err(ServeError::Internal { detail: "the prediction panicked".into() }),
-            Err(_) => Err(ServeError::Timeout { millis: state.limits.timeout.as_millis() }),
-        };
+        let answer = dispatch(&state, size, work).await;
         if let (Ok(answer), Some(shadow), Some(body)) = (&answer, shadow, shadow_body)
             && let Some(primary) = &answer.predictions
         {
@@ -768,6 +771,41 @@ async fn run_inference(
         response.headers_mut().insert("x-model-version", HeaderValue::from(m.version));
     }
     response
+}
+
+/// Runs one prediction under the server's bounds, for every protocol: a concurrency permit (or
+/// `Saturated`), then inline on the I/O thread for a request of at most `--inline-max-bytes`,
+/// else on the inference threads within `--timeout-millis`.
+pub(crate) async fn dispatch<T, F>(state: &AppState, size: usize, work: F) -> Result<T, ServeError>
+where
+    T: Send + 'static,
+    F: FnOnce() -> Result<T, ServeError> + Send + 'static,
+{
+    let permit = state
+        .permits
+        .clone()
+        .try_acquire_owned()
+        .map_err(|_| ServeError::Saturated { limit: state.limits.max_concurrency })?;
+    let work = move || {
+        let _permit = permit;
+        work()
+    };
+    let done = if size <= state.limits.inline_max_bytes {
+        Ok(crate::pool::run_here(work))
+    } else {
+        tokio::time::timeout(state.limits.timeout, state.pool.run(work)).await
+    };
+    match done {
+        Ok(Ok(answer)) => answer,
+        Ok(Err(_lost)) => Err(ServeError::Internal { detail: "the prediction panicked".into() }),
+        Err(_) => Err(ServeError::Timeout { millis: state.limits.timeout.as_millis() }),
+    }
+}
+
+/// The draw of a split for one request (a counter, well mixed), for protocols that carry no
+/// sticky header of their own.
+pub(crate) fn next_draw(state: &AppState) -> u64 {
+    splitmix(state.next_request_id.fetch_add(1, Ordering::Relaxed))
 }
 
 /// A well-mixed number from a counter (splitmix64), for splits and shadow shares.

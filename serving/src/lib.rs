@@ -10,6 +10,7 @@ pub mod cli;
 pub mod config;
 pub mod error;
 pub mod files;
+pub mod grpc;
 pub mod http;
 pub mod json;
 pub mod metrics;

@@ -470,24 +470,39 @@ pub struct EncodedResponse {
     pub binary: Vec<u8>,
 }
 
+/// One output tensor of a response, before it is written in a protocol's form.
 #[derive(serde::Serialize)]
-struct OutputTensor<'a> {
-    name: &'a str,
-    datatype: &'static str,
-    shape: Vec<usize>,
+pub(crate) struct OutputTensor<'a> {
+    pub(crate) name: &'a str,
+    pub(crate) datatype: &'static str,
+    pub(crate) shape: Vec<usize>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    parameters: Option<Value>,
+    pub(crate) parameters: Option<Value>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    data: Option<OutputData<'a>>,
+    pub(crate) data: Option<OutputData<'a>>,
 }
 
 /// Tensor data serialized without a detour through `Value`, so f32 values are written in their
 /// shortest f32 form (and read back to the same bits).
 #[derive(serde::Serialize)]
 #[serde(untagged)]
-enum OutputData<'a> {
+pub(crate) enum OutputData<'a> {
     Floats(&'a [f32]),
     Texts(Vec<&'a str>),
+}
+
+impl OutputData<'_> {
+    /// Appends the values as raw tensor bytes: little-endian f32, or each text with its 4-byte
+    /// little-endian length before it (the binary extension's and gRPC's raw contents).
+    pub(crate) fn write_raw(&self, out: &mut Vec<u8>) {
+        match self {
+            OutputData::Floats(values) => values.iter().for_each(|v| out.extend_from_slice(&v.to_le_bytes())),
+            OutputData::Texts(texts) => texts.iter().for_each(|t| {
+                out.extend_from_slice(&(t.len() as u32).to_le_bytes());
+                out.extend_from_slice(t.as_bytes());
+            }),
+        }
+    }
 }
 
 #[derive(serde::Serialize)]
@@ -499,53 +514,58 @@ struct InferResponse<'a> {
     outputs: Vec<OutputTensor<'a>>,
 }
 
+/// The planned outputs of `predictions`, in the plan's order, each with its data (parameters
+/// unset): what every protocol's response holds.
+pub(crate) fn output_tensors<'a>(
+    model: &'a LoadedModel,
+    plan: &'a OutputPlan,
+    predictions: &'a Predictions,
+) -> Result<Vec<OutputTensor<'a>>, ServeError> {
+    let n = predictions.n_rows();
+    let specs = output::outputs(model.predictor.schema().task);
+    let n_classes = model.predictor.labels().len();
+    plan.outputs
+        .iter()
+        .map(|(name, _)| {
+            // `plan_outputs` admitted only this task's output names.
+            let spec = specs.iter().find(|s| s.name == name).ok_or_else(|| ServeError::Internal {
+                detail: format!("output '{name}' was planned but model '{}' has no such output", model.name),
+            })?;
+            let data = match (spec.name, predictions) {
+                (output::PREDICTION, Predictions::Regression { values }) => OutputData::Floats(values),
+                (output::PROBABILITIES, Predictions::Classification { probabilities, .. }) => {
+                    OutputData::Floats(probabilities)
+                }
+                (output::LABEL, Predictions::Classification { labels, .. }) => {
+                    OutputData::Texts(model.label_names(labels)?)
+                }
+                _ => {
+                    return Err(ServeError::Internal {
+                        detail: format!("output '{name}' does not fit the predictions of model '{}'", model.name),
+                    });
+                }
+            };
+            debug_assert_eq!(matches!(data, OutputData::Texts(_)), spec.datatype == OutputType::Text);
+            let shape: Vec<usize> = spec.shape(n as i64, n_classes).into_iter().map(|d| d as usize).collect();
+            Ok(OutputTensor { name, datatype: spec.datatype.oip_datatype(), shape, parameters: None, data: Some(data) })
+        })
+        .collect()
+}
+
 pub fn encode_response(
     model: &LoadedModel,
     id: Option<&str>,
     plan: &OutputPlan,
     predictions: &Predictions,
 ) -> Result<EncodedResponse, ServeError> {
-    let n = predictions.n_rows();
-    let mut outputs = Vec::with_capacity(plan.outputs.len());
     let mut binary = Vec::new();
-    let specs = output::outputs(model.predictor.schema().task);
-    for (name, as_binary) in &plan.outputs {
-        // `plan_outputs` admitted only this task's output names.
-        let spec = specs.iter().find(|s| s.name == name).ok_or_else(|| ServeError::Internal {
-            detail: format!("output '{name}' was planned but model '{}' has no such output", model.name),
-        })?;
-        let data = match (spec.name, predictions) {
-            (output::PREDICTION, Predictions::Regression { values }) => OutputData::Floats(values),
-            (output::PROBABILITIES, Predictions::Classification { probabilities, .. }) => {
-                OutputData::Floats(probabilities)
-            }
-            (output::LABEL, Predictions::Classification { labels, .. }) => {
-                OutputData::Texts(model.label_names(labels)?)
-            }
-            _ => {
-                return Err(ServeError::Internal {
-                    detail: format!("output '{name}' does not fit the predictions of model '{}'", model.name),
-                });
-            }
-        };
-        let n_classes = model.predictor.labels().len();
-        let shape: Vec<usize> = spec.shape(n as i64, n_classes).into_iter().map(|d| d as usize).collect();
-        let datatype = spec.datatype.oip_datatype();
-        debug_assert_eq!(matches!(data, OutputData::Texts(_)), spec.datatype == OutputType::Text);
-        let (parameters, data) = if *as_binary {
+    let mut outputs = output_tensors(model, plan, predictions)?;
+    for (output, (_, as_binary)) in outputs.iter_mut().zip(&plan.outputs) {
+        if *as_binary && let Some(data) = output.data.take() {
             let start = binary.len();
-            match &data {
-                OutputData::Floats(values) => values.iter().for_each(|v| binary.extend_from_slice(&v.to_le_bytes())),
-                OutputData::Texts(texts) => texts.iter().for_each(|t| {
-                    binary.extend_from_slice(&(t.len() as u32).to_le_bytes());
-                    binary.extend_from_slice(t.as_bytes());
-                }),
-            }
-            (Some(serde_json::json!({ "binary_data_size": binary.len() - start })), None)
-        } else {
-            (None, Some(data))
-        };
-        outputs.push(OutputTensor { name, datatype, shape, parameters, data });
+            data.write_raw(&mut binary);
+            output.parameters = Some(serde_json::json!({ "binary_data_size": binary.len() - start }));
+        }
     }
     let response = InferResponse { model_name: &model.name, model_version: model.version.to_string(), id, outputs };
     let json = serde_json::to_vec(&response)

@@ -24,14 +24,20 @@ pub const FORMAT_VERSION: u32 = 3;
 /// The oldest manifest format this build still reads (every later one is a superset).
 pub const OLDEST_FORMAT_VERSION: u32 = 2;
 
-/// The widest layer, the most hidden layers and the most parameters a manifest may describe:
-/// far beyond any tabular model, and small enough that building the network cannot exhaust
-/// memory or overflow a size computation.
+/// The widest layer a manifest may describe (inputs and outputs included). This and the two
+/// limits below are far beyond any tabular model, and small enough that building the network
+/// cannot exhaust memory or overflow a size computation.
 pub const MAX_LAYER_WIDTH: usize = 1 << 16;
+/// The most hidden layers a manifest may describe.
 pub const MAX_HIDDEN_LAYERS: usize = 64;
+/// The most parameters (weights and biases) a manifest may describe.
 pub const MAX_PARAMETERS: usize = 1 << 28;
+/// The manifest's file name in a version directory.
 pub const MANIFEST_FILE: &str = "manifest.json";
+/// The weights' file name the trainer writes; a manifest names its own in [`WeightsInfo::file`].
 pub const WEIGHTS_FILE: &str = "weights.mpk";
+/// The file name of the ONNX export the trainer writes next to the manifest; this crate does not
+/// read it.
 pub const ONNX_FILE: &str = "model.onnx";
 
 /// The recorder the weights are saved with: named MessagePack at full (f32) precision.
@@ -41,8 +47,11 @@ pub type WeightsRecorder = NamedMpkBytesRecorder<FullPrecisionSettings>;
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct WeightsInfo {
+    /// The weights' file name, in the manifest's directory; a plain name, without separators.
     pub file: String,
+    /// The SHA-256 of the file's bytes, lower-case hex.
     pub sha256: String,
+    /// The recorder that wrote them, in words; informational.
     pub recorder: String,
 }
 
@@ -51,13 +60,21 @@ pub struct WeightsInfo {
 pub struct Provenance {
     /// The recipe as it was applied, overrides included.
     pub config: serde_json::Value,
+    /// The training data's path, as the trainer was given it.
     pub data_file: String,
+    /// The SHA-256 of the training data file, lower-case hex.
     pub data_sha256: String,
+    /// Rows per split: `total`, `train`, `validation`, `test`.
     pub rows: BTreeMap<String, usize>,
+    /// The training run's random seed.
     pub seed: u64,
+    /// The device the model was trained on, in words.
     pub device: String,
+    /// How many epochs ran (early stopping may end before the recipe's number).
     pub epochs_run: usize,
+    /// The 1-based epoch whose weights were kept: the lowest validation loss.
     pub best_epoch: usize,
+    /// The versions of the crates that made the model, by crate name.
     pub crate_versions: BTreeMap<String, String>,
     /// Seconds since the Unix epoch when training finished.
     pub created_unix_seconds: u64,
@@ -72,6 +89,14 @@ pub struct Provenance {
     /// The learning curves, one entry per epoch run.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub history: Vec<EpochRecord>,
+    /// Where the training run's wall-clock time went, in seconds: `load` (reading the file),
+    /// `preprocess` (split, fit and transform), `train` (every epoch), `evaluate` (the test
+    /// split and the ONNX export).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub timings: BTreeMap<String, f64>,
+    /// The training process's peak resident memory, in bytes, where the platform reports it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub peak_rss_bytes: Option<u64>,
 }
 
 /// One training epoch as the trainer measured it.
@@ -79,10 +104,13 @@ pub struct Provenance {
 pub struct EpochRecord {
     /// 1-based.
     pub epoch: usize,
+    /// The mean loss over the training split's rows.
     pub train_loss: f64,
+    /// The loss on the validation split after the epoch.
     pub validation_loss: f64,
     /// Accuracy for classification, RMSE in the target's units for regression.
     pub validation_metric: f64,
+    /// The epoch's wall-clock time.
     pub seconds: f64,
 }
 
@@ -90,14 +118,21 @@ pub struct EpochRecord {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Manifest {
+    /// The manifest format, [`OLDEST_FORMAT_VERSION`] to [`FORMAT_VERSION`].
     pub format_version: u32,
+    /// The model's name in the repository.
     pub name: String,
+    /// The model's version in the repository.
     pub version: u64,
+    /// The raw columns the model reads and what it predicts.
     pub schema: Schema,
+    /// The fitted preprocessing, one column per schema feature.
     pub preprocessing: Preprocessor,
+    /// The network's shape.
     pub network: MlpConfig,
     /// Class names in output order; empty for regression.
     pub labels: Vec<String>,
+    /// How regression outputs map back to the target's units.
     pub target_transform: TargetTransform,
     /// Regression: predictions are held within `[low, high]`, the training targets' range in
     /// their own units, so that an input far beyond anything seen in training cannot come out as
@@ -106,7 +141,9 @@ pub struct Manifest {
     pub prediction_range: Option<[f64; 2]>,
     /// Test-split metrics computed by the trainer's evaluation.
     pub metrics: BTreeMap<String, f64>,
+    /// How the model was made.
     pub provenance: Provenance,
+    /// The weights file and its checksum.
     pub weights: WeightsInfo,
     /// SHA-256 of this manifest's content ([`Manifest::content_sha256`]), so that an edited
     /// number is caught at load time like a changed weight. [`Manifest::to_json`] fills it in.
@@ -114,7 +151,16 @@ pub struct Manifest {
 }
 
 impl Manifest {
-    /// Parses a manifest and checks that its parts agree with each other.
+    /// Parses a manifest and checks it: its version, its own checksum, that its parts agree with
+    /// each other (schema, preprocessing, network and labels), and that its numbers can be served
+    /// (finite, positive spreads, sizes within [`MAX_LAYER_WIDTH`], [`MAX_HIDDEN_LAYERS`] and
+    /// [`MAX_PARAMETERS`]).
+    ///
+    /// # Errors
+    /// [`ArtifactError::UnsupportedFormat`] for a `format_version` this build does not read,
+    /// [`ArtifactError::ManifestChecksumMismatch`] for content that does not hash to
+    /// `manifest_sha256`, and [`ArtifactError::Manifest`] for JSON that is not a manifest or parts
+    /// that are not valid.
     pub fn from_json(bytes: &[u8]) -> Result<Self, ArtifactError> {
         // Read the version first so that a future format gets a precise error, not a parse error.
         #[derive(Deserialize)]
@@ -138,6 +184,10 @@ impl Manifest {
     /// SHA-256 of the manifest's content: its compact JSON with `manifest_sha256` left empty.
     /// Serialization is deterministic (fields in declaration order, maps sorted, floats in their
     /// shortest round-trip form), so the checksum survives reformatting but not an edited value.
+    /// Lower-case hex.
+    ///
+    /// # Errors
+    /// [`ArtifactError::Manifest`] if the manifest cannot be serialized.
     pub fn content_sha256(&self) -> Result<String, ArtifactError> {
         let mut content = self.clone();
         content.manifest_sha256.clear();
@@ -146,8 +196,10 @@ impl Manifest {
     }
 
     /// The manifest as written to `manifest.json`: pretty JSON with its checksum filled in.
-    /// Fails on a metric that is not finite: JSON has no such number, and the manifest would
-    /// not read back.
+    ///
+    /// # Errors
+    /// [`ArtifactError::Manifest`] for a metric that is not finite (JSON has no such number, and
+    /// the manifest would not read back), or if the manifest cannot be serialized.
     pub fn to_json(&self) -> Result<Vec<u8>, ArtifactError> {
         if let Some((name, value)) = self.metrics.iter().find(|(_, v)| !v.is_finite()) {
             return Err(ArtifactError::Manifest(format!("metric '{name}' is {value}, which JSON cannot hold")));
@@ -276,12 +328,17 @@ impl Manifest {
 /// A checked artifact: its manifest and the weights' bytes, verified against the checksum.
 #[derive(Debug, Clone)]
 pub struct Artifact {
+    /// The checked manifest.
     pub manifest: Manifest,
     weights: Vec<u8>,
 }
 
 impl Artifact {
     /// Checks the manifest and the weights' checksum; reads nothing from disk.
+    ///
+    /// # Errors
+    /// The errors of [`Manifest::from_json`], and [`ArtifactError::ChecksumMismatch`] for
+    /// weights that do not hash to `manifest.weights.sha256`.
     pub fn from_parts(manifest_json: &[u8], weights: Vec<u8>) -> Result<Self, ArtifactError> {
         let manifest = Manifest::from_json(manifest_json)?;
         let actual = sha256_hex(&weights);
@@ -291,7 +348,12 @@ impl Artifact {
         Ok(Self { manifest, weights })
     }
 
-    /// Reads `manifest.json` and the weights file it names from a version directory.
+    /// Reads `manifest.json` and the weights file it names from a version directory, and checks
+    /// them as [`Self::from_parts`] does.
+    ///
+    /// # Errors
+    /// [`ArtifactError::Io`] for a file that cannot be read, [`ArtifactError::Manifest`] for a
+    /// weights file name with a path separator, and the errors of [`Self::from_parts`].
     pub fn read_dir(dir: &Path) -> Result<Self, ArtifactError> {
         let read =
             |path: &Path| std::fs::read(path).map_err(|source| ArtifactError::Io { path: path.to_path_buf(), source });
@@ -307,7 +369,11 @@ impl Artifact {
         Self::from_parts(&manifest_json, weights)
     }
 
-    /// Rebuilds the network from the manifest and loads the weights into it.
+    /// Rebuilds the network from the manifest and loads the weights into it, on `device`.
+    ///
+    /// # Errors
+    /// [`ArtifactError::Weights`] for weights that cannot be decoded, or whose layers are not
+    /// the number or the shapes the manifest describes.
     pub fn model<B: Backend>(&self, device: &B::Device) -> Result<Mlp<B>, ArtifactError> {
         let record: crate::model::MlpRecord<B> = WeightsRecorder::default()
             .load(self.weights.clone(), device)
@@ -326,7 +392,11 @@ impl Artifact {
     }
 }
 
-/// Serializes a model's weights the way [`Artifact::model`] reads them.
+/// Serializes a model's weights the way [`Artifact::model`] reads them (with
+/// [`WeightsRecorder`]).
+///
+/// # Errors
+/// [`ArtifactError::Weights`] if the recorder fails.
 pub fn record_weights<B: Backend>(model: Mlp<B>) -> Result<Vec<u8>, ArtifactError> {
     WeightsRecorder::default().record(model.into_record(), ()).map_err(|e| ArtifactError::Weights(e.to_string()))
 }

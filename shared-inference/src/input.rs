@@ -8,8 +8,12 @@ use crate::schema::{ColumnKind, Schema, same_text};
 /// One raw value of a record, borrowed from wherever it was parsed.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub enum Cell<'a> {
+    /// No value (JSON `null`, an absent cell): imputed by the preprocessing.
     Missing,
+    /// A number, for a numeric column (NaN is missing too); a categorical column refuses it.
     Number(f64),
+    /// Text: a category, or a number written as text for a numeric column (see
+    /// [`parse_number`]).
     Text(&'a str),
 }
 
@@ -23,6 +27,7 @@ pub enum ColumnValues<'a> {
 }
 
 impl ColumnValues<'_> {
+    /// The number of rows.
     pub fn len(&self) -> usize {
         match self {
             ColumnValues::Numeric(v) => v.len(),
@@ -30,6 +35,7 @@ impl ColumnValues<'_> {
         }
     }
 
+    /// Whether there are no rows.
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
@@ -43,7 +49,15 @@ pub struct ColumnBatch<'a> {
 }
 
 impl<'a> ColumnBatch<'a> {
-    /// Checks that `columns` matches the schema's features in order, kind and length.
+    /// Checks that `columns` matches the schema's features in order, kind and length: one
+    /// [`ColumnValues`] per feature, in schema order, each `[n_rows]`. A batch of no columns, for
+    /// a schema of no features, has no rows.
+    ///
+    /// # Errors
+    /// [`InputError::MissingColumn`] for fewer columns than features,
+    /// [`InputError::ColumnCount`] for more, [`InputError::NotANumber`] or
+    /// [`InputError::NotText`] (with `row` 0) for a column of the wrong kind, and
+    /// [`InputError::RowCountMismatch`] for a column whose length differs from the first's.
     pub fn new(schema: &Schema, columns: Vec<ColumnValues<'a>>) -> Result<Self, InputError> {
         let expected = schema.feature_names();
         if let Some(column) = expected.get(columns.len()).cloned() {
@@ -83,7 +97,13 @@ impl<'a> ColumnBatch<'a> {
 
     /// Builds a batch from records, each a list of `(column, value)` pairs in any order.
     /// Text given for a numeric column is parsed as a number; a number given for a categorical
-    /// column is an error, because categories are matched as text.
+    /// column is an error, because categories are matched as text. Record `i` becomes row `i`.
+    ///
+    /// # Errors
+    /// The first bad record's error, with its zero-based index as the row where the error has
+    /// one: [`InputError::UnknownColumn`], [`InputError::DuplicateColumn`],
+    /// [`InputError::MissingColumn`], [`InputError::NotANumber`] for text that does not parse,
+    /// or [`InputError::NotText`] for a number given for a categorical column.
     pub fn from_records<R>(schema: &Schema, records: &'a [R]) -> Result<Self, InputError>
     where
         R: AsRef<[(&'a str, Cell<'a>)]>,
@@ -103,10 +123,12 @@ impl<'a> ColumnBatch<'a> {
         builder.finish()
     }
 
+    /// The number of rows, the same in every column.
     pub fn n_rows(&self) -> usize {
         self.n_rows
     }
 
+    /// One entry per schema feature, in schema order, each [`Self::n_rows`] long.
     pub fn columns(&self) -> &[ColumnValues<'a>] {
         &self.columns
     }
@@ -126,6 +148,7 @@ pub struct RowBuilder<'s, 'a> {
 }
 
 impl<'s, 'a> RowBuilder<'s, 'a> {
+    /// An empty builder for `schema`'s features, with room for `capacity` rows.
     pub fn new(schema: &'s Schema, capacity: usize) -> Self {
         let columns = schema
             .features
@@ -138,8 +161,14 @@ impl<'s, 'a> RowBuilder<'s, 'a> {
         Self { schema, columns, recent: vec![None; schema.features.len()] }
     }
 
-    /// Appends one record. `row` is only used in error messages. A column the record does not
-    /// name is an error; so is a column the model does not know. On error nothing is appended.
+    /// Appends one record: `(column, value)` pairs in any order, one per feature. `row` is only
+    /// used in error messages. A column the record does not name is an error; so is a column the
+    /// model does not know. On error nothing is appended.
+    ///
+    /// # Errors
+    /// [`InputError::UnknownColumn`], [`InputError::DuplicateColumn`],
+    /// [`InputError::MissingColumn`], [`InputError::NotANumber`] for text that does not parse in
+    /// a numeric column, [`InputError::NotText`] for a number in a categorical one.
     pub fn push_row<I>(&mut self, row: usize, cells: I) -> Result<(), InputError>
     where
         I: IntoIterator<Item = (&'a str, Cell<'a>)>,
@@ -251,7 +280,16 @@ impl<'s, 'a> RowBuilder<'s, 'a> {
         true
     }
 
-    /// Appends one record whose cells are already in schema order. On error nothing is appended.
+    /// Appends one record whose cells are already in schema order, one per feature. `row` is only
+    /// used in error messages. On error nothing is appended.
+    ///
+    /// # Errors
+    /// [`InputError::NotANumber`] for text that does not parse in a numeric column,
+    /// [`InputError::NotText`] for a number in a categorical one.
+    ///
+    /// # Panics
+    /// In debug builds, if `cells` does not hold one cell per feature. In release builds extra
+    /// cells are ignored, and too few leave the columns uneven, which [`Self::finish`] reports.
     pub fn push_cells(&mut self, row: usize, cells: &[Cell<'a>]) -> Result<(), InputError> {
         debug_assert_eq!(cells.len(), self.columns.len(), "one cell per feature");
         let n_rows = self.n_rows();
@@ -299,16 +337,27 @@ impl<'s, 'a> RowBuilder<'s, 'a> {
         }
     }
 
+    /// The number of records appended so far.
     pub fn n_rows(&self) -> usize {
         self.columns.first().map_or(0, ColumnValues::len)
     }
 
+    /// The batch of every record appended.
+    ///
+    /// # Errors
+    /// [`InputError::RowCountMismatch`] if [`Self::push_cells`] was given too few cells for a
+    /// record (possible in release builds only); records appended otherwise always make a batch.
     pub fn finish(self) -> Result<ColumnBatch<'a>, InputError> {
         ColumnBatch::new(self.schema, self.columns)
     }
 }
 
-/// Reads a numeric cell: numbers pass through, text is parsed, empty text and `NA` are missing.
+/// Reads a numeric cell: numbers pass through, text is trimmed and parsed as `str::parse::<f64>`
+/// parses it, and missing cells, empty text and `NA` become NaN. `column` and `row` only name the
+/// cell in the error.
+///
+/// # Errors
+/// [`InputError::NotANumber`] for text that is not a number.
 pub fn parse_number(column: &str, row: usize, cell: Cell<'_>) -> Result<f64, InputError> {
     match cell {
         Cell::Missing => Ok(f64::NAN),

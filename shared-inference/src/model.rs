@@ -16,14 +16,19 @@ use crate::kernel::{KernelLayer, Network};
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
 #[serde(rename_all = "snake_case")]
 pub enum ActivationKind {
+    /// `max(x, 0)`.
     #[default]
     Relu,
+    /// The Gaussian error linear unit, `x · Φ(x)` (exact, with `erf`).
     Gelu,
+    /// The hyperbolic tangent.
     Tanh,
+    /// `x · sigmoid(x)`.
     Silu,
 }
 
 impl ActivationKind {
+    /// The activation on every element: `x [batch_size, width] -> [batch_size, width]`.
     pub fn apply<B: Backend>(self, x: Tensor<B, 2>) -> Tensor<B, 2> {
         match self {
             ActivationKind::Relu => activation::relu(x),
@@ -38,10 +43,14 @@ impl ActivationKind {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct MlpConfig {
+    /// Values per row of the input: the preprocessing's
+    /// [`n_features`](crate::Preprocessor::n_features).
     pub n_features: usize,
+    /// Each hidden layer's width, from the input side; empty for a linear model.
     pub hidden_layers: Vec<usize>,
     /// 1 for regression, the number of classes for classification.
     pub n_outputs: usize,
+    /// The non-linearity after each hidden layer.
     pub activation: ActivationKind,
     /// Probability of zeroing a hidden unit during training; inactive at inference.
     pub dropout: f64,
@@ -49,6 +58,10 @@ pub struct MlpConfig {
 
 impl MlpConfig {
     /// Builds the network with freshly initialized weights on `device`.
+    ///
+    /// # Panics
+    /// If `dropout` is outside `[0, 1]` (burn's `DropoutConfig::init`); a manifest that reads
+    /// holds one in `[0, 1)`.
     pub fn init<B: Backend>(&self, device: &B::Device) -> Mlp<B> {
         let mut d_input = self.n_features;
         let mut hidden = Vec::with_capacity(self.hidden_layers.len());
@@ -81,15 +94,22 @@ impl MlpConfig {
 /// regression).
 #[derive(Module, Debug)]
 pub struct Mlp<B: Backend> {
+    /// The hidden layers, from the input side; weights `[inputs, outputs]`.
     pub hidden: Vec<Linear<B>>,
+    /// The output layer, `[last hidden width (or n_features), n_outputs]`.
     pub output: Linear<B>,
+    /// Applied after each hidden layer's activation; only active on an autodiff backend.
     pub dropout: Dropout,
+    /// The non-linearity after each hidden layer.
     #[module(skip)]
     pub activation: ActivationKind,
 }
 
 impl<B: Backend> Mlp<B> {
     /// `features [batch_size, n_features] -> outputs [batch_size, n_outputs]`.
+    ///
+    /// # Panics
+    /// If the features' width is not `n_features` (burn's shape check).
     pub fn forward(&self, features: Tensor<B, 2>) -> Tensor<B, 2> {
         let mut x = features;
         for layer in &self.hidden {
@@ -102,12 +122,19 @@ impl<B: Backend> Mlp<B> {
 impl<B: Backend> Mlp<B> {
     /// The same network for the inference kernel ([`Network`]): the weights copied out once,
     /// at load time.
+    ///
+    /// # Errors
+    /// [`ArtifactError::Weights`] if a layer's values cannot be read as f32 or the layers do
+    /// not chain (a [`NetworkError`](crate::kernel::NetworkError), in words).
     pub fn to_network(&self) -> Result<Network, ArtifactError> {
         Network::new(self.kernel_layers()?, self.activation).map_err(|e| ArtifactError::Weights(e.to_string()))
     }
 
     /// Every layer's weights `[inputs, outputs]` and bias as f32 values, hidden layers first: what
     /// the kernel and the ONNX export read. A layer saved without a bias gets zeros.
+    ///
+    /// # Errors
+    /// [`ArtifactError::Weights`] if a layer's weights or bias cannot be read as f32.
     pub fn kernel_layers(&self) -> Result<Vec<KernelLayer>, ArtifactError> {
         let mut layers = Vec::with_capacity(self.hidden.len() + 1);
         for (index, layer) in self.hidden.iter().chain([&self.output]).enumerate() {

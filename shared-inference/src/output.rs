@@ -16,12 +16,14 @@ pub const PROBABILITY_COLUMN_PREFIX: &str = "prob_";
 /// An output's element type.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum OutputType {
+    /// 32-bit floats: a regression prediction, class probabilities.
     Float32,
+    /// UTF-8 text: a class label.
     Text,
 }
 
 impl OutputType {
-    /// The Open Inference Protocol's name for it.
+    /// The Open Inference Protocol's name for it: `FP32` or `BYTES`.
     pub fn oip_datatype(self) -> &'static str {
         match self {
             OutputType::Float32 => "FP32",
@@ -33,14 +35,17 @@ impl OutputType {
 /// One output of a model.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct OutputSpec {
+    /// [`PREDICTION`], [`LABEL`] or [`PROBABILITIES`].
     pub name: &'static str,
+    /// The element type.
     pub datatype: OutputType,
     /// `[n_rows, n_classes]` when true, `[n_rows]` otherwise.
     pub per_class: bool,
 }
 
 impl OutputSpec {
-    /// The shape for `n_rows` rows (`-1` for "any number") and `n_classes` classes.
+    /// The shape for `n_rows` rows (`-1` for "any number") and `n_classes` classes:
+    /// `[n_rows, n_classes]` for a per-class output, `[n_rows]` otherwise.
     pub fn shape(&self, n_rows: i64, n_classes: usize) -> Vec<i64> {
         if self.per_class { vec![n_rows, n_classes as i64] } else { vec![n_rows] }
     }

@@ -14,24 +14,34 @@ use crate::output;
 pub enum TargetTransform {
     /// Classification: nothing to undo.
     None,
+    /// The network learns the standardized `y`.
     Standardize {
+        /// The training targets' mean.
         mean: f64,
+        /// The training targets' standard deviation.
         std: f64,
     },
+    /// For positive targets: the network learns the standardized `ln(y)`.
     LogStandardize {
+        /// The mean of the training targets' `ln(y)`.
         mean: f64,
+        /// The standard deviation of the training targets' `ln(y)`.
         std: f64,
     },
     /// For non-negative targets that may hold zeros: the network learns the standardized
     /// `ln(1 + y)`, and predictions below zero are raised to zero.
     Log1pStandardize {
+        /// The mean of the training targets' `ln(1 + y)`.
         mean: f64,
+        /// The standard deviation of the training targets' `ln(1 + y)`.
         std: f64,
     },
 }
 
 impl TargetTransform {
-    /// Model output to original units.
+    /// Model output `z` to original units: with `u = z · std + mean`, `u` for `Standardize`,
+    /// `e^u` for `LogStandardize` and `max(e^u - 1, 0)` for `Log1pStandardize`; `z` itself for
+    /// `None`.
     pub fn inverse(&self, z: f32) -> f64 {
         let z = f64::from(z);
         match *self {
@@ -43,7 +53,8 @@ impl TargetTransform {
         }
     }
 
-    /// Original units to the training scale.
+    /// Original units to the training scale, undoing [`Self::inverse`]: not finite for a `y`
+    /// outside the logarithm's domain.
     pub fn forward(&self, y: f64) -> f64 {
         match *self {
             TargetTransform::None => y,
@@ -53,7 +64,7 @@ impl TargetTransform {
         }
     }
 
-    /// The scaling's centre and spread, for the transforms that have them.
+    /// The scaling's `(mean, std)`, for the transforms that have them.
     pub fn moments(&self) -> Option<(f64, f64)> {
         match *self {
             TargetTransform::None => None,
@@ -77,10 +88,23 @@ impl TargetTransform {
 /// The predictions for a batch, row-major.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Predictions {
-    /// `values [n_rows]`, in the target's original units.
-    Regression { values: Vec<f32> },
-    /// `probabilities [n_rows, n_classes]` and the index of the most probable class per row.
-    Classification { probabilities: Vec<f32>, labels: Vec<usize>, n_classes: usize },
+    /// A regression model's predictions.
+    Regression {
+        /// `[n_rows]`: one prediction per row, in the target's original units.
+        values: Vec<f32>,
+    },
+    /// A classification model's predictions: every class's probability and the most probable
+    /// class, per row.
+    Classification {
+        /// `[n_rows, n_classes]`, row-major: each row the softmax of its logits, in the model's
+        /// class order.
+        probabilities: Vec<f32>,
+        /// `[n_rows]`: per row, the index of its most probable class (the first on ties) into
+        /// the class names, [`Predictor::labels`](crate::Predictor::labels).
+        labels: Vec<usize>,
+        /// Classes per row.
+        n_classes: usize,
+    },
 }
 
 impl Predictions {
@@ -95,6 +119,7 @@ impl Predictions {
         values.chunks(width).enumerate().filter_map(|(row, v)| v.iter().find(|x| !x.is_finite()).map(|&x| (row, x)))
     }
 
+    /// The number of rows predicted.
     pub fn n_rows(&self) -> usize {
         match self {
             Predictions::Regression { values } => values.len(),
@@ -114,8 +139,13 @@ impl Predictions {
         }
     }
 
-    /// One row's cells in [`Predictions::column_names`] order. Floats are written in their
-    /// shortest form that reads back to the same bits, so text outputs compare exactly.
+    /// One row's cells in [`Predictions::column_names`] order, written into `out` (which is
+    /// cleared first). Floats are written in their shortest form that reads back to the same
+    /// bits, so text outputs compare exactly.
+    ///
+    /// # Panics
+    /// If `row` is not below [`Self::n_rows`], or, for classification, a label has no name in
+    /// `class_names`.
     pub fn row_cells(&self, row: usize, class_names: &[String], out: &mut Vec<String>) {
         out.clear();
         match self {
@@ -130,8 +160,8 @@ impl Predictions {
     }
 }
 
-/// `outputs [n_rows, 1]` -> `values [n_rows]` in original units, held within `range` if the
-/// model has one.
+/// `outputs [n_rows, 1]` -> `values [n_rows]` in original units, held within `range`
+/// (`[low, high]`) if the model has one. A NaN output stays NaN.
 pub fn regression(outputs: &[f32], transform: &TargetTransform, range: Option<[f64; 2]>) -> Predictions {
     let values = match range {
         None => outputs.iter().map(|&z| transform.inverse(z) as f32).collect(),
@@ -142,7 +172,11 @@ pub fn regression(outputs: &[f32], transform: &TargetTransform, range: Option<[f
     Predictions::Regression { values }
 }
 
-/// `logits [n_rows, n_classes]` -> probabilities (softmax) and labels (argmax, first on ties).
+/// `logits [n_rows, n_classes]`, row-major -> `probabilities [n_rows, n_classes]` (softmax)
+/// and `labels [n_rows]` (argmax, first on ties).
+///
+/// # Panics
+/// May panic if `logits.len()` is not a multiple of `n_classes`.
 pub fn classification(logits: &[f32], n_classes: usize) -> Predictions {
     /// Rows per pass: their exponentials fit in the first-level cache.
     const CHUNK: usize = 256;

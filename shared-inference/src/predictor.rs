@@ -26,6 +26,12 @@ pub struct Predictor {
 }
 
 impl Predictor {
+    /// Loads a checked artifact's weights into the network.
+    ///
+    /// # Errors
+    /// [`ArtifactError::Weights`] if the weights do not load into the network the manifest
+    /// describes (see [`Artifact::model`]), or the network does not read as many features as the
+    /// preprocessing makes.
     pub fn new(artifact: &Artifact) -> Result<Self, ArtifactError> {
         let model = artifact.model::<CpuBackend>(&NdArrayDevice::Cpu)?;
         let network = model.to_network()?;
@@ -39,15 +45,23 @@ impl Predictor {
         Ok(Self { manifest: artifact.manifest.clone(), network })
     }
 
-    /// Reads, checks and loads the artifact in a version directory.
+    /// Reads, checks and loads the artifact in a version directory (`manifest.json` and the
+    /// weights file it names).
+    ///
+    /// # Errors
+    /// The errors of [`Artifact::read_dir`] ([`ArtifactError::Io`], [`ArtifactError::Manifest`],
+    /// [`ArtifactError::UnsupportedFormat`], [`ArtifactError::ManifestChecksumMismatch`],
+    /// [`ArtifactError::ChecksumMismatch`]) and of [`Self::new`] ([`ArtifactError::Weights`]).
     pub fn load(dir: &Path) -> Result<Self, ArtifactError> {
         Self::new(&Artifact::read_dir(dir)?)
     }
 
+    /// The artifact's manifest: schema, preprocessing, network shape, labels, provenance.
     pub fn manifest(&self) -> &Manifest {
         &self.manifest
     }
 
+    /// The raw columns the model reads, in the order a [`ColumnBatch`] holds them.
     pub fn schema(&self) -> &Schema {
         &self.manifest.schema
     }
@@ -57,7 +71,15 @@ impl Predictor {
         &self.manifest.labels
     }
 
-    /// Predicts every row of a batch, or fails on the first row that cannot be transformed.
+    /// Predicts every row of a batch, or fails on the first row that cannot be transformed or
+    /// whose prediction is not finite. The predictions have `batch.n_rows()` rows.
+    ///
+    /// # Errors
+    /// The lowest failing row's error: [`InputError::UnknownCategory`],
+    /// [`InputError::OutOfRange`] or [`InputError::NotFinite`].
+    ///
+    /// # Panics
+    /// If `batch` was built against a schema whose column kinds differ from [`Self::schema`]'s.
     pub fn predict(&self, batch: &ColumnBatch<'_>) -> Result<Predictions, InputError> {
         let (predictions, errors) = self.predict_partial(batch);
         match errors.into_iter().next() {
@@ -71,7 +93,11 @@ impl Predictor {
     /// meaningful value and must not be reported.
     ///
     /// A row whose prediction is not finite fails with [`InputError::NotFinite`]: no caller
-    /// ever reports `inf` or `NaN` as an answer.
+    /// ever reports `inf` or `NaN` as an answer. The errors are in row order; the predictions
+    /// have `batch.n_rows()` rows.
+    ///
+    /// # Panics
+    /// As [`Self::predict`].
     pub fn predict_partial(&self, batch: &ColumnBatch<'_>) -> (Predictions, Vec<InputError>) {
         let (features, mut errors) = self.preprocess_partial(batch);
         let predictions = self.predict_features(features, batch.n_rows());
@@ -89,7 +115,10 @@ impl Predictor {
 
     /// The first half of [`Self::predict_partial`]: features for [`Self::predict_features`],
     /// column-major `[feature_width(), n_rows]` (each feature's value for every row, then the
-    /// next feature's), and the rows that failed (their features are zeros).
+    /// next feature's), and the rows that failed (their features are zeros), in row order.
+    ///
+    /// # Panics
+    /// As [`Self::predict`].
     pub fn preprocess_partial(&self, batch: &ColumnBatch<'_>) -> (Vec<f32>, Vec<InputError>) {
         let mut features = Vec::new();
         let width = self.feature_width();
@@ -108,7 +137,14 @@ impl Predictor {
         &self.network
     }
 
-    /// Predicts records given as `(column, value)` pairs; see [`ColumnBatch::from_records`].
+    /// Predicts records given as `(column, value)` pairs in any order, one record per row; see
+    /// [`ColumnBatch::from_records`].
+    ///
+    /// # Errors
+    /// The first bad record's error from [`ColumnBatch::from_records`]
+    /// ([`InputError::UnknownColumn`], [`InputError::DuplicateColumn`],
+    /// [`InputError::MissingColumn`], [`InputError::NotANumber`], [`InputError::NotText`]),
+    /// then those of [`Self::predict`].
     pub fn predict_records<'a, R>(&self, records: &'a [R]) -> Result<Predictions, InputError>
     where
         R: AsRef<[(&'a str, Cell<'a>)]>,
@@ -116,7 +152,12 @@ impl Predictor {
         self.predict(&ColumnBatch::from_records(self.schema(), records)?)
     }
 
-    /// Features from [`Self::preprocess_partial`] -> postprocessed predictions.
+    /// Features from [`Self::preprocess_partial`], `[feature_width(), n_rows]` column-major ->
+    /// postprocessed predictions of `n_rows` rows. Rows whose prediction is not finite are not
+    /// reported here; see [`Predictions::non_finite_rows`].
+    ///
+    /// # Panics
+    /// If `features.len()` is not `feature_width() * n_rows`.
     pub fn predict_features(&self, features: Vec<f32>, n_rows: usize) -> Predictions {
         let outputs = self.forward(&features, n_rows);
         match self.manifest.schema.task {
@@ -130,7 +171,11 @@ impl Predictor {
     }
 
     /// The network alone: features `[feature_width(), n_rows]`, column-major, from
-    /// [`Self::preprocess_partial`] -> outputs `[n_rows, n_outputs]`, row-major.
+    /// [`Self::preprocess_partial`] -> outputs `[n_rows, n_outputs]`, row-major: logits for
+    /// classification, the standardized target for regression.
+    ///
+    /// # Panics
+    /// If `features.len()` is not `feature_width() * n_rows`.
     pub fn forward(&self, features: &[f32], n_rows: usize) -> Vec<f32> {
         self.network.forward(features, n_rows)
     }

@@ -1,7 +1,8 @@
 //! Preprocessing *transform* from fitted state: numeric columns are imputed with the training
-//! median, centred and scaled, and optionally clipped smoothly; categorical columns are imputed with the most frequent training
-//! category and one-hot encoded. Fitting that state is the trainer's job; this module only applies
-//! it, and it is the one implementation used at train time and at serve time.
+//! median, centred and scaled, and optionally clipped smoothly; categorical columns are imputed
+//! with the most frequent training category and one-hot encoded. Fitting that state is the
+//! trainer's job; this module only applies it, and it is the one implementation used at train
+//! time and at serve time.
 
 use serde::{Deserialize, Serialize};
 
@@ -24,10 +25,13 @@ pub enum UnknownCategoryPolicy {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum FittedColumn {
+    /// A numeric column: one feature, `(x - mean) / std` after imputation, optionally clipped.
     Numeric {
+        /// The raw column's name, as in the schema.
         name: String,
         /// Replaces a missing value before scaling.
         median: f64,
+        /// Subtracted before dividing by `std`.
         mean: f64,
         /// Never zero: a constant column is stored with `std = 1`.
         std: f64,
@@ -37,24 +41,29 @@ pub enum FittedColumn {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         clip: Option<f64>,
     },
+    /// A categorical column: one feature per category, one-hot.
     Categorical {
+        /// The raw column's name, as in the schema.
         name: String,
         /// The vocabulary, in one-hot order.
         categories: Vec<String>,
         /// Replaces a missing value; always one of `categories`.
         most_frequent: String,
+        /// What a category outside `categories` becomes.
         unknown: UnknownCategoryPolicy,
     },
 }
 
 impl FittedColumn {
+    /// The raw column's name.
     pub fn name(&self) -> &str {
         match self {
             FittedColumn::Numeric { name, .. } | FittedColumn::Categorical { name, .. } => name,
         }
     }
 
-    /// How many features this column becomes.
+    /// How many features this column becomes: 1 for a numeric column, one per category for a
+    /// categorical one.
     pub fn width(&self) -> usize {
         match self {
             FittedColumn::Numeric { .. } => 1,
@@ -66,11 +75,12 @@ impl FittedColumn {
 /// The fitted preprocessing of a model: one [`FittedColumn`] per raw feature, in schema order.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Preprocessor {
+    /// One per raw feature, in schema order; their features follow each other in this order.
     pub columns: Vec<FittedColumn>,
 }
 
 impl Preprocessor {
-    /// The width of a transformed row.
+    /// The width of a transformed row: the sum of the columns' [`FittedColumn::width`].
     pub fn n_features(&self) -> usize {
         self.columns.iter().map(FittedColumn::width).sum()
     }
@@ -79,6 +89,14 @@ impl Preprocessor {
     /// `out` (which is cleared first). A row that cannot be transformed (an unknown category under
     /// [`UnknownCategoryPolicy::Error`]) is reported in the returned list, one error per bad row,
     /// and its features are left as zeros; every other row is transformed normally.
+    ///
+    /// The list is in row order and holds, per bad row, its first column's
+    /// [`InputError::UnknownCategory`] or [`InputError::OutOfRange`] (a number that is infinite
+    /// or does not fit a finite f32 once standardized).
+    ///
+    /// # Panics
+    /// If a column of `batch` is not of its fitted column's kind, which a batch built against
+    /// the model's own schema never is.
     pub fn transform_into(&self, batch: &ColumnBatch<'_>, out: &mut Vec<f32>) -> Vec<InputError> {
         let width = self.n_features();
         self.transform_laid_out(batch, out, Layout { row_step: width, feature_step: 1, features: width })
@@ -87,7 +105,8 @@ impl Preprocessor {
     /// [`Self::transform_into`], column-major: `[n_columns, n_rows]`, each feature's values for
     /// every row, then the next feature's (`n_columns` is at least [`Self::n_features`]; the
     /// columns past the features are left as zeros for the caller). This is the layout the
-    /// forward pass reads, a block of rows at a time.
+    /// forward pass reads, a block of rows at a time. Returns the same errors, and panics in the
+    /// same case.
     pub fn transform_columns_into(
         &self,
         batch: &ColumnBatch<'_>,
@@ -176,7 +195,15 @@ impl Preprocessor {
         errors
     }
 
-    /// Transforms a batch, failing on the first bad row.
+    /// Transforms a batch into a row-major feature matrix `[n_rows, n_features]`, failing on the
+    /// first bad row.
+    ///
+    /// # Errors
+    /// The first bad row's error from [`Self::transform_into`]:
+    /// [`InputError::UnknownCategory`] or [`InputError::OutOfRange`].
+    ///
+    /// # Panics
+    /// As [`Self::transform_into`].
     pub fn transform(&self, batch: &ColumnBatch<'_>) -> Result<Vec<f32>, InputError> {
         let mut out = Vec::new();
         match self.transform_into(batch, &mut out).into_iter().next() {

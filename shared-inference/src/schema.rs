@@ -7,16 +7,22 @@ use serde::{Deserialize, Serialize};
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Task {
+    /// One number per row, in the target's units.
     Regression,
+    /// One of two classes per row, with both probabilities.
     BinaryClassification,
+    /// One of several classes per row, with every class's probability.
     MulticlassClassification,
 }
 
 impl Task {
+    /// Whether the model predicts a class (binary or multiclass) rather than a number.
     pub fn is_classification(self) -> bool {
         !matches!(self, Task::Regression)
     }
 
+    /// The name the manifest gives the task: `regression`, `binary_classification` or
+    /// `multiclass_classification`.
     pub fn as_str(self) -> &'static str {
         match self {
             Task::Regression => "regression",
@@ -39,23 +45,31 @@ pub enum ColumnKind {
 /// One raw input column.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ColumnSpec {
+    /// The column's name, as records and file headers give it (compared exactly).
     pub name: String,
+    /// How its values are read.
     pub kind: ColumnKind,
 }
 
 /// The raw columns a model reads, in the order the preprocessing lays them out.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Schema {
+    /// The input columns, in the order batches hold them.
     pub features: Vec<ColumnSpec>,
+    /// The name of the column the model was trained to predict; not an input.
     pub target: String,
+    /// What the model predicts.
     pub task: Task,
 }
 
 impl Schema {
+    /// The feature columns' names, in schema order.
     pub fn feature_names(&self) -> Vec<String> {
         self.features.iter().map(|c| c.name.clone()).collect()
     }
 
+    /// The zero-based index in [`Self::features`] of the column named `column`; `None` for a
+    /// column the model does not read.
     pub fn position(&self, column: &str) -> Option<usize> {
         self.features.iter().position(|c| same_text(&c.name, column))
     }

@@ -6,6 +6,7 @@
 
 mod batch_scoring;
 mod deploy;
+mod grpc;
 mod hardening;
 mod kserve_layouts;
 mod missing_values;

@@ -262,6 +262,8 @@ pub struct Server {
     child: Child,
     /// Where to reach it: the address it logged, with an unspecified IP replaced by 127.0.0.1.
     pub addr: SocketAddr,
+    /// Where its gRPC service listens, when `--grpc-addr` was given.
+    pub grpc_addr: Option<SocketAddr>,
     log: Arc<Mutex<Vec<String>>>,
 }
 
@@ -286,21 +288,33 @@ impl Server {
         let log = Arc::new(Mutex::new(Vec::new()));
         let writer = Arc::clone(&log);
         std::thread::spawn(move || {
+            // The gRPC line comes first: "listening" is logged once both listeners are bound.
+            let mut grpc = None;
+            let reachable = |mut addr: SocketAddr| {
+                if addr.ip().is_unspecified() {
+                    addr.set_ip([127, 0, 0, 1].into());
+                }
+                addr
+            };
             for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                let listening = serde_json::from_str::<Value>(&line).ok().and_then(|entry| {
-                    (entry["message"] == "listening").then(|| entry["addr"].as_str()?.parse::<SocketAddr>().ok())?
-                });
+                let entry = serde_json::from_str::<Value>(&line).ok();
+                let field = |message: &str, key: &str| {
+                    entry
+                        .as_ref()
+                        .and_then(|e| (e["message"] == message).then(|| e[key].as_str()?.parse::<SocketAddr>().ok())?)
+                };
+                if let Some(addr) = field("grpc listening", "grpc_addr") {
+                    grpc = Some(reachable(addr));
+                }
+                let listening = field("listening", "addr");
                 writer.lock().expect("log lock").push(line);
-                if let Some(mut addr) = listening {
-                    if addr.ip().is_unspecified() {
-                        addr.set_ip([127, 0, 0, 1].into());
-                    }
-                    let _ = tx.send(addr);
+                if let Some(addr) = listening {
+                    let _ = tx.send((reachable(addr), grpc));
                 }
             }
         });
         match rx.recv_timeout(Duration::from_secs(20)) {
-            Ok(addr) => Self { child, addr, log },
+            Ok((addr, grpc_addr)) => Self { child, addr, grpc_addr, log },
             Err(error) => {
                 let _ = child.kill();
                 let _ = child.wait();

@@ -1,5 +1,5 @@
 //! Invariant 5: `unsafe` code lives only in `shared-inference`'s kernel module. Every Rust file
-//! of the product crates (and of `tests/` and `benches/`) is scanned for `unsafe` blocks,
+//! of the product crates (and of `tests/`, `benches/` and `examples/`) is scanned for `unsafe` blocks,
 //! functions, impls and lint exemptions; `serving` and `trainer` must forbid it at their roots,
 //! and `shared-inference` must deny it everywhere but the kernel module.
 
@@ -47,7 +47,7 @@ fn rust_files(dir: &Path, out: &mut Vec<PathBuf>) {
 fn unsafe_code_lives_only_in_the_kernel_module() {
     let root = workspace();
     let mut files = Vec::new();
-    for dir in ["shared-inference", "serving", "trainer", "tests", "benches"] {
+    for dir in ["shared-inference", "serving", "trainer", "tests", "benches", "examples"] {
         rust_files(&root.join(dir), &mut files);
     }
     assert!(files.len() > 40, "found only {} Rust files", files.len());
@@ -71,7 +71,13 @@ fn unsafe_code_lives_only_in_the_kernel_module() {
 #[test]
 fn serving_and_trainer_forbid_unsafe_code_and_the_core_denies_it() {
     let root = workspace();
-    for file in ["serving/src/lib.rs", "serving/src/main.rs", "trainer/src/lib.rs", "trainer/src/main.rs"] {
+    for file in [
+        "serving/src/lib.rs",
+        "serving/src/main.rs",
+        "trainer/src/lib.rs",
+        "trainer/src/main.rs",
+        "examples/embedded/src/main.rs",
+    ] {
         let source = std::fs::read_to_string(root.join(file)).expect("readable source");
         assert!(source.lines().any(|l| l.trim() == "#![forbid(unsafe_code)]"), "{file} does not forbid unsafe code");
     }

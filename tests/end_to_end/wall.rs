@@ -1,7 +1,7 @@
 //! The wall between training and serving (DESIGN invariant 1): `serving`'s own dependency graph
-//! holds no training crate, and neither does the release binary `cargo build -p serving
-//! --release` makes. Both checks are also run against a deliberately wrong workspace, to show
-//! that they can fail.
+//! holds no training crate, nor does the embedding example's (`embedded-model`), and neither does
+//! the release binary `cargo build -p serving --release` makes. The checks are also run against a
+//! deliberately wrong workspace, to show that they can fail.
 
 use std::path::Path;
 use std::process::Command;
@@ -86,6 +86,18 @@ fn serving_graph_holds_no_training_crate() {
     assert_eq!(banned_in_graph(&workspace().join("Cargo.toml"), "serving"), Vec::<String>::new());
 }
 
+/// The embedding example (`examples/embedded`) is what users copy into their own services: the
+/// inference library and a web stack, and no training crate.
+#[test]
+fn the_embedding_example_graph_holds_no_training_crate() {
+    let manifest = workspace().join("Cargo.toml");
+    assert_eq!(banned_in_graph(&manifest, "embedded-model"), Vec::<String>::new());
+    // The graph checked is the example's own: the inference library with a web stack around it.
+    let example = graph(&manifest, "embedded-model");
+    let expected = ["shared-inference", "burn-ndarray", "axum", "tokio"];
+    assert!(expected.iter().all(|name| example.iter().any(|e| e == name)), "{example:?}");
+}
+
 /// What a prediction does not need (DESIGN invariant 2): no HTTP stack, no CLI parser, no file
 /// readers. `shared-inference` must hold none of these, nor any training crate.
 const NOT_FOR_PREDICTION: &[&str] = &["axum", "hyper", "tokio", "clap", "csv", "indicatif", "tracing"];
@@ -136,20 +148,22 @@ fn serving_release_binary_holds_no_training_symbols() {
     assert_eq!(banned_in_binary(&binary), Vec::<String>::new());
 }
 
-/// A two-crate workspace whose `serving` links a crate named `burn-autodiff`.
-fn write_wrong_workspace(root: &Path) {
+/// A two-crate workspace whose `package` (a binary) links a crate named `burn-autodiff`.
+fn write_wrong_workspace(root: &Path, package: &str) {
     let write = |path: &str, text: &str| {
         let path = root.join(path);
         std::fs::create_dir_all(path.parent().expect("has a parent")).expect("mkdir");
         std::fs::write(path, text).expect("write");
     };
-    write("Cargo.toml", "[workspace]\nresolver = \"2\"\nmembers = [\"serving\", \"burn-autodiff\"]\n");
+    write("Cargo.toml", &format!("[workspace]\nresolver = \"2\"\nmembers = [\"{package}\", \"burn-autodiff\"]\n"));
     write(
-        "serving/Cargo.toml",
-        "[package]\nname = \"serving\"\nversion = \"0.1.0\"\nedition = \"2021\"\n\n[dependencies]\nburn-autodiff = { path = \"../burn-autodiff\" }\n",
+        &format!("{package}/Cargo.toml"),
+        &format!(
+            "[package]\nname = \"{package}\"\nversion = \"0.1.0\"\nedition = \"2021\"\n\n[dependencies]\nburn-autodiff = {{ path = \"../burn-autodiff\" }}\n"
+        ),
     );
     write(
-        "serving/src/main.rs",
+        &format!("{package}/src/main.rs"),
         "fn main() { println!(\"{}\", burn_autodiff::backward_pass(std::env::args().count() as u64)); }\n",
     );
     write("burn-autodiff/Cargo.toml", "[package]\nname = \"burn-autodiff\"\nversion = \"0.1.0\"\nedition = \"2021\"\n");
@@ -162,11 +176,19 @@ fn write_wrong_workspace(root: &Path) {
 #[test]
 fn both_checks_fail_on_a_serving_that_links_training_code() {
     let dir = tempfile::tempdir().expect("temporary directory");
-    write_wrong_workspace(dir.path());
+    write_wrong_workspace(dir.path(), "serving");
     let manifest = dir.path().join("Cargo.toml");
     assert_eq!(banned_in_graph(&manifest, "serving"), vec!["burn-autodiff".to_string()]);
     let binary = build_alone(&manifest, "serving", &dir.path().join("target"));
     assert_eq!(banned_in_binary(&binary), vec!["burn_autodiff".to_string()]);
+}
+
+#[test]
+fn the_graph_check_fails_on_an_example_that_links_training_code() {
+    let dir = tempfile::tempdir().expect("temporary directory");
+    write_wrong_workspace(dir.path(), "embedded-model");
+    let manifest = dir.path().join("Cargo.toml");
+    assert_eq!(banned_in_graph(&manifest, "embedded-model"), vec!["burn-autodiff".to_string()]);
 }
 
 #[test]

@@ -89,7 +89,8 @@ pub struct TrainArgs {
     /// Train for at most this many epochs instead of the recipe's training.epochs.
     #[arg(long, value_name = "N")]
     pub epochs: Option<usize>,
-    /// Where to train: auto picks CUDA when a GPU is usable and says which it chose.
+    /// Where to train: auto picks CUDA when a GPU is usable and the model's training steps are
+    /// large enough for it to beat the CPU (see README "Training at scale"), and says why.
     #[arg(long, value_enum, default_value = "auto")]
     pub device: DeviceRequest,
     /// Print no progress bar.

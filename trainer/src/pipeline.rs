@@ -12,6 +12,7 @@ use shared_inference::{
     Artifact, ColumnKind, ColumnSpec, FORMAT_VERSION, InputError, Manifest, MlpConfig, Predictions, Predictor, Schema,
     TargetTransform, Task, WEIGHTS_FILE,
 };
+use std::time::Instant;
 
 use crate::config::{DataShape, Recipe, TargetScaling, TrainConfig};
 use crate::data::{self, Column, Table};
@@ -42,7 +43,7 @@ pub struct TrainOutcome {
     pub version_dir: PathBuf,
     pub manifest: Manifest,
     pub device: Device,
-    /// Why CUDA was not used under `--device auto`, if it was not.
+    /// Why `--device auto` chose the device it did.
     pub device_note: Option<String>,
     pub history: Vec<EpochStats>,
 }
@@ -61,14 +62,33 @@ pub fn data_shape(recipe: &Recipe, table: &Table) -> anyhow::Result<DataShape> {
 /// and trains.
 pub fn train_recipe(recipe: &Recipe, options: &TrainOptions) -> anyhow::Result<TrainOutcome> {
     let path = recipe.data_path()?;
-    let table = Table::read(&path)?;
+    let (table, loaded) = read_timed(&path)?;
     let config = recipe.resolve(&data_shape(recipe, &table)?)?;
-    train_table(table, &config, options)
+    train_table(table, loaded, &config, options)
 }
 
 /// Trains, evaluates and writes one artifact.
 pub fn train(config: &TrainConfig, options: &TrainOptions) -> anyhow::Result<TrainOutcome> {
-    train_table(Table::read(&config.data_path)?, config, options)
+    let (table, loaded) = read_timed(&config.data_path)?;
+    train_table(table, loaded, config, options)
+}
+
+/// Reads the training file, saying how large it was and how long it took (at millions of rows
+/// this is seconds the user should see accounted for).
+fn read_timed(path: &Path) -> anyhow::Result<(Table, f64)> {
+    let started = Instant::now();
+    let table = Table::read(path)?;
+    let seconds = started.elapsed().as_secs_f64();
+    eprintln!("read {}: {} rows x {} columns in {seconds:.1}s", path.display(), table.n_rows, table.names.len());
+    Ok((table, seconds))
+}
+
+/// The process's peak resident memory so far (Linux: `VmHWM` in /proc/self/status).
+fn peak_rss_bytes() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kib: u64 = line.trim_start_matches("VmHWM:").trim().trim_end_matches("kB").trim().parse().ok()?;
+    Some(kib * 1024)
 }
 
 /// Prints a warning and keeps it for the artifact's provenance.
@@ -103,14 +123,14 @@ fn check_target_varies(column: &Column, name: &str) -> anyhow::Result<()> {
     }
 }
 
-fn train_table(table: Table, config: &TrainConfig, options: &TrainOptions) -> anyhow::Result<TrainOutcome> {
-    let (device, device_note) = device::select(options.device)?;
-    match &device_note {
-        Some(reason) => eprintln!("device: {} (CUDA not used: {reason})", device.describe()),
-        None => eprintln!("device: {}", device.describe()),
-    }
-    let data_bytes =
-        std::fs::read(&config.data_path).with_context(|| format!("reading {}", config.data_path.display()))?;
+fn train_table(
+    table: Table,
+    load_seconds: f64,
+    config: &TrainConfig,
+    options: &TrainOptions,
+) -> anyhow::Result<TrainOutcome> {
+    let preprocess_started = Instant::now();
+    let data_sha256 = sha256_file(&config.data_path)?;
     let mut notes: Vec<String> = Vec::new();
 
     let mut schema = build_schema(&table, config)?;
@@ -138,6 +158,9 @@ fn train_table(table: Table, config: &TrainConfig, options: &TrainOptions) -> an
         Some(path) => Table::read(path)?.conform(&schema).with_context(|| format!("reading {}", path.display()))?,
         None => table.take(&rows.test),
     };
+    // The splits hold every row that is used; the whole file's columns are not needed again.
+    let total_rows = table.n_rows;
+    drop(table);
 
     // Columns with nothing to learn from, judged on the training split.
     let mut dropped = Vec::new();
@@ -199,6 +222,8 @@ fn train_table(table: Table, config: &TrainConfig, options: &TrainOptions) -> an
     let train_data = prepare(&train_table, "training")?;
     let valid_data = prepare(&valid_table, "validation")?;
     prepare(&test_table, "test")?;
+    // From here on the network's inputs stand for these rows.
+    drop((train_table, valid_table));
 
     // The served shape: the ensemble's members side by side.
     let network = MlpConfig {
@@ -208,6 +233,20 @@ fn train_table(table: Table, config: &TrainConfig, options: &TrainOptions) -> an
         activation: config.activation,
         dropout: config.dropout,
     };
+    let preprocess_seconds = preprocess_started.elapsed().as_secs_f64();
+    eprintln!(
+        "preprocessed in {preprocess_seconds:.1}s: {} training rows x {} network inputs ({:.0} MB as f32)",
+        train_data.n_rows,
+        network.n_features,
+        (train_data.n_rows * network.n_features * 4) as f64 / 1e6
+    );
+    let work = device::Work::new(&network, config.batch_size, train_data.n_rows);
+    let (device, device_note) = device::select(options.device, &work)?;
+    match &device_note {
+        Some(reason) => eprintln!("device: {} ({reason})", device.describe()),
+        None => eprintln!("device: {}", device.describe()),
+    }
+    let train_started = Instant::now();
     let progress = progress_bar(options.progress, &config.name, device);
     let trained = match device {
         Device::Cpu => {
@@ -217,7 +256,7 @@ fn train_table(table: Table, config: &TrainConfig, options: &TrainOptions) -> an
                 config,
                 &network,
                 &target_transform,
-                &train_data,
+                train_data,
                 &valid_data,
                 &progress,
             )?
@@ -230,7 +269,7 @@ fn train_table(table: Table, config: &TrainConfig, options: &TrainOptions) -> an
                 config,
                 &network,
                 &target_transform,
-                &train_data,
+                train_data,
                 &valid_data,
                 &progress,
             )?
@@ -239,6 +278,8 @@ fn train_table(table: Table, config: &TrainConfig, options: &TrainOptions) -> an
         Device::Cuda => bail!("this trainer was built without the `cuda` feature"),
     };
     progress.finish_and_clear();
+    let train_seconds = train_started.elapsed().as_secs_f64();
+    let evaluate_started = Instant::now();
 
     let mut manifest = Manifest {
         format_version: FORMAT_VERSION,
@@ -254,9 +295,9 @@ fn train_table(table: Table, config: &TrainConfig, options: &TrainOptions) -> an
         provenance: shared_inference::artifact::Provenance {
             config: serde_json::to_value(&config.recipe)?,
             data_file: config.data_path.display().to_string(),
-            data_sha256: sha256_hex(&data_bytes),
+            data_sha256,
             rows: BTreeMap::from([
-                ("total".to_string(), table.n_rows),
+                ("total".to_string(), total_rows),
                 ("train".to_string(), rows.train.len()),
                 ("validation".to_string(), rows.validation.len()),
                 ("test".to_string(), test_table.n_rows),
@@ -275,6 +316,12 @@ fn train_table(table: Table, config: &TrainConfig, options: &TrainOptions) -> an
             recipe_sources: config.sources.clone(),
             notes,
             history: trained.history.iter().map(EpochStats::record).collect(),
+            timings: BTreeMap::from([
+                ("load".to_string(), load_seconds),
+                ("preprocess".to_string(), preprocess_seconds),
+                ("train".to_string(), train_seconds),
+            ]),
+            peak_rss_bytes: None,
         },
         weights: WeightsInfo {
             file: WEIGHTS_FILE.to_string(),
@@ -311,6 +358,8 @@ fn train_table(table: Table, config: &TrainConfig, options: &TrainOptions) -> an
     }
     // The report shows the version, which is known only once the artifact claims it: it is
     // written last, into the version directory.
+    manifest.provenance.timings.insert("evaluate".to_string(), evaluate_started.elapsed().as_secs_f64());
+    manifest.provenance.peak_rss_bytes = peak_rss_bytes();
     let borrowed: Vec<(&str, &[u8])> = files.iter().map(|(n, b)| (*n, b.as_slice())).collect();
     let version_dir = writer::write_artifact(&options.out, manifest, &borrowed)?;
     let manifest = Artifact::read_dir(&version_dir)?.manifest;
@@ -553,10 +602,10 @@ pub fn report(version_dir: &Path, data: Option<&Path>) -> anyhow::Result<PathBuf
         Some(test_path) => Table::read(data.unwrap_or(test_path))?,
         None => {
             let path = data.map_or_else(|| PathBuf::from(&manifest.provenance.data_file), Path::to_path_buf);
-            let bytes = std::fs::read(&path).with_context(|| {
+            let sha256 = sha256_file(&path).with_context(|| {
                 format!("reading the training data {} (pass --data FILE if it moved)", path.display())
             })?;
-            if sha256_hex(&bytes) != manifest.provenance.data_sha256 {
+            if sha256 != manifest.provenance.data_sha256 {
                 bail!(
                     "{} is not the file this model was trained on (its sha256 differs from the provenance's {}); \
                      the test rows cannot be found again",
@@ -574,4 +623,22 @@ pub fn report(version_dir: &Path, data: Option<&Path>) -> anyhow::Result<PathBuf
     let evaluation = evaluate_table(&predictor, &test_table)?;
     let test = test_outcome(&predictor, &test_table, &evaluation)?;
     write_report(version_dir, &manifest, test)
+}
+
+/// The sha256 of a file, read in pieces (a training file can be larger than the memory it
+/// would be worth holding twice).
+pub fn sha256_file(path: &Path) -> anyhow::Result<String> {
+    use sha2::{Digest, Sha256};
+    use std::io::Read;
+    let mut file = std::fs::File::open(path).with_context(|| format!("reading {}", path.display()))?;
+    let mut hasher = Sha256::new();
+    let mut buffer = vec![0u8; 1 << 20];
+    loop {
+        let n = file.read(&mut buffer).with_context(|| format!("reading {}", path.display()))?;
+        if n == 0 {
+            break;
+        }
+        hasher.update(&buffer[..n]);
+    }
+    Ok(hasher.finalize().iter().map(|b| format!("{b:02x}")).collect())
 }

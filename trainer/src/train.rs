@@ -78,11 +78,13 @@ struct DeviceData<B: Backend> {
 }
 
 impl<B: Backend> DeviceData<B> {
-    fn upload(data: &Prepared, n_features: usize, device: &B::Device) -> Self {
-        let features = Tensor::from_data(TensorData::new(data.features.clone(), [data.n_rows, n_features]), device);
-        let (classes, values) = match &data.targets {
-            Targets::Classes(c) => (Some(Tensor::from_data(TensorData::new(c.clone(), [data.n_rows]), device)), None),
-            Targets::Values(v) => (None, Some(Tensor::from_data(TensorData::new(v.clone(), [data.n_rows, 1]), device))),
+    /// Moves the rows onto the device once: every batch is then drawn there.
+    fn upload(data: Prepared, n_features: usize, device: &B::Device) -> Self {
+        let n_rows = data.n_rows;
+        let features = Tensor::from_data(TensorData::new(data.features, [n_rows, n_features]), device);
+        let (classes, values) = match data.targets {
+            Targets::Classes(c) => (Some(Tensor::from_data(TensorData::new(c, [n_rows]), device)), None),
+            Targets::Values(v) => (None, Some(Tensor::from_data(TensorData::new(v, [n_rows, 1]), device))),
         };
         Self { features, classes, values }
     }
@@ -294,7 +296,7 @@ pub fn fit<B: AutodiffBackend>(
     config: &TrainConfig,
     network: &MlpConfig,
     target_transform: &TargetTransform,
-    train: &Prepared,
+    train: Prepared,
     validation: &Prepared,
     progress: &ProgressBar,
 ) -> anyhow::Result<Trained> {
@@ -309,10 +311,11 @@ pub fn fit<B: AutodiffBackend>(
     let weight_decay = (config.weight_decay > 0.0).then(|| WeightDecayConfig::new(config.weight_decay as f32));
     let mut optimizer = AdamConfig::new().with_weight_decay(weight_decay).init();
 
+    let n_rows = train.n_rows;
     let train_data = DeviceData::<B>::upload(train, network.n_features, device);
-    let valid_data = DeviceData::<B::InnerBackend>::upload(validation, network.n_features, device);
+    let valid_data = DeviceData::<B::InnerBackend>::upload(validation.clone(), network.n_features, device);
     let mut rng = Rng::new(config.seed ^ 0x5EED);
-    let mut order: Vec<i64> = (0..train.n_rows as i64).collect();
+    let mut order: Vec<i64> = (0..n_rows as i64).collect();
 
     let mut best: Option<(f64, Mlp<B::InnerBackend>, usize)> = None;
     let mut history = Vec::new();
@@ -322,20 +325,24 @@ pub fn fit<B: AutodiffBackend>(
         let started = std::time::Instant::now();
         let learning_rate = config.learning_rate_at(epoch);
         rng.shuffle(&mut order);
-        // Summed on the device and read once per epoch: reading every batch's loss would make
-        // each step wait for the GPU.
+        // The epoch's order goes to the device once and each batch is a slice of it: no copy
+        // from the host per step. The loss is summed on the device and read once per epoch:
+        // reading every batch's loss would make each step wait for the GPU.
+        let epoch_order = Tensor::<B, 1, Int>::from_data(TensorData::new(order.clone(), [n_rows]), device);
         let mut loss_sum = Tensor::<B::InnerBackend, 1>::zeros([1], device);
-        for batch in order.chunks(config.batch_size) {
-            let indices = Tensor::<B, 1, Int>::from_data(TensorData::new(batch.to_vec(), [batch.len()]), device);
+        for start in (0..n_rows).step_by(config.batch_size.max(1)) {
+            let end = (start + config.batch_size).min(n_rows);
+            let batch_rows = end - start;
+            let indices = epoch_order.clone().narrow(0, start, batch_rows);
             let outputs = forward_members(&model, &masks, train_data.features.clone().select(0, indices.clone()));
             let classes = train_data.classes.clone().map(|c| c.select(0, indices.clone()));
             let values = train_data.values.clone().map(|v| v.select(0, indices.clone()));
             let batch_loss = loss(outputs, classes, values, members, config.label_smoothing);
-            loss_sum = loss_sum + batch_loss.clone().inner().mul_scalar(batch.len() as f32);
+            loss_sum = loss_sum + batch_loss.clone().inner().mul_scalar(batch_rows as f32);
             let gradients = GradientsParams::from_grads(batch_loss.backward(), &model);
             model = optimizer.step(learning_rate, model, gradients);
         }
-        let train_loss = f64::from(loss_sum.into_scalar().elem::<f32>()) / train.n_rows.max(1) as f64;
+        let train_loss = f64::from(loss_sum.into_scalar().elem::<f32>()) / n_rows.max(1) as f64;
 
         // Validation scores what will be served: the members' average, without smoothing.
         let inference = model.valid();

@@ -28,23 +28,52 @@ pub struct KernelLayer {
     pub weights: Vec<f32>,
     /// `[outputs]`.
     pub bias: Vec<f32>,
+    /// Values per row the layer reads.
     pub inputs: usize,
+    /// Values per row the layer writes.
     pub outputs: usize,
 }
 
 /// Why layers do not make a network.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum NetworkError {
+    /// The list of layers is empty.
     #[error("a network needs at least one layer")]
     NoLayers,
+    /// A layer's `weights` or `bias` do not have the length its `inputs` and `outputs` imply.
     #[error(
         "layer {layer} holds {got} weights and {bias} biases, but {inputs} inputs x {outputs} outputs need {expected} and {outputs}"
     )]
-    Shape { layer: usize, inputs: usize, outputs: usize, expected: usize, got: usize, bias: usize },
+    Shape {
+        /// Zero-based index of the layer, hidden layers first.
+        layer: usize,
+        /// The layer's `inputs`.
+        inputs: usize,
+        /// The layer's `outputs`.
+        outputs: usize,
+        /// `inputs * outputs` (`usize::MAX` where that overflows).
+        expected: usize,
+        /// The length of the layer's `weights`.
+        got: usize,
+        /// The length of the layer's `bias`.
+        bias: usize,
+    },
+    /// A layer does not read as many values as the layer before it writes.
     #[error("layer {layer} reads {inputs} inputs, but the layer before it writes {previous}")]
-    Chain { layer: usize, inputs: usize, previous: usize },
+    Chain {
+        /// Zero-based index of the layer, hidden layers first.
+        layer: usize,
+        /// The layer's `inputs`.
+        inputs: usize,
+        /// The previous layer's `outputs`.
+        previous: usize,
+    },
+    /// A layer has `outputs` 0.
     #[error("layer {layer} has no outputs")]
-    NoOutputs { layer: usize },
+    NoOutputs {
+        /// Zero-based index of the layer, hidden layers first.
+        layer: usize,
+    },
 }
 
 /// A network ready to run: hidden layers, then the output layer (no activation after it).
@@ -77,7 +106,13 @@ impl Packed {
 
 impl Network {
     /// The network of `layers` (hidden layers first), checked to chain, on this processor's
-    /// fastest [`Route`].
+    /// fastest [`Route`]. The activation follows every layer but the last.
+    ///
+    /// # Errors
+    /// [`NetworkError::NoLayers`] for no layers, [`NetworkError::Shape`] for a layer whose
+    /// weights or bias have the wrong length, [`NetworkError::NoOutputs`] for a layer of no
+    /// outputs, and [`NetworkError::Chain`] for a layer that does not read what the one before
+    /// it writes; the first bad layer's error.
     pub fn new(layers: Vec<KernelLayer>, activation: ActivationKind) -> Result<Self, NetworkError> {
         if layers.is_empty() {
             return Err(NetworkError::NoLayers);
@@ -145,8 +180,11 @@ impl Network {
         self.forward_on(self.route, features, n_rows)
     }
 
-    /// [`Self::forward`] on a chosen route; [`Route::Avx2Fma`] on a processor without those
-    /// instructions runs the portable route.
+    /// [`Self::forward`] on a chosen route, with the same shapes; [`Route::Avx2Fma`] on a
+    /// processor without those instructions runs the portable route.
+    ///
+    /// # Panics
+    /// If `features` does not hold [`Self::n_inputs`] features of `n_rows` values.
     pub fn forward_on(&self, route: Route, features: &[f32], n_rows: usize) -> Vec<f32> {
         let route = if route == Route::Avx2Fma && Route::detect() != Route::Avx2Fma { Route::Portable } else { route };
         let (inputs, outputs) = (self.n_inputs(), self.n_outputs());

@@ -30,7 +30,8 @@ pub(crate) fn standardize(x: f64, scaling: &Scaling) -> (f64, f32) {
 }
 
 /// `clip · r / √(1 + r²)` with `r = z / clip`, spelled with the operations the ONNX export uses
-/// (Div, Clip, Mul, Add, Sqrt, Div, Mul), so that both compute the same f64.
+/// (Div, Clip, Mul, Add, Sqrt, Div, Mul), so that both compute the same f64. Within `±clip` for
+/// a finite `z`; an infinite `z` stays infinite and a NaN stays NaN.
 #[inline(always)]
 pub fn smooth_clip(z: f64, clip: f64) -> f64 {
     let r = z / clip;
