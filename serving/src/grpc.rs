@@ -47,7 +47,9 @@ pub const SERVICE_PATH: &str = "/inference.GRPCInferenceService/";
 /// (tonic's own default, 4 MiB, is not it).
 pub fn service(state: Arc<AppState>) -> GrpcInferenceServiceServer<Grpc> {
     let cap = state.limits.max_body_bytes;
-    GrpcInferenceServiceServer::new(Grpc { state }).max_decoding_message_size(cap).max_encoding_message_size(usize::MAX)
+    GrpcInferenceServiceServer::new(Grpc::new(state))
+        .max_decoding_message_size(cap)
+        .max_encoding_message_size(usize::MAX)
 }
 
 /// The gRPC status for a serving error: the same decision as its HTTP status, in gRPC's codes,
@@ -62,6 +64,11 @@ pub struct Grpc {
 }
 
 impl Grpc {
+    /// The service's handlers over the server's state (without tonic's server around them).
+    pub fn new(state: Arc<AppState>) -> Self {
+        Self { state }
+    }
+
     /// Access control and draining, by the same rules as HTTP: the scope `auth::required_scope`
     /// gives the RPC's path, checked by `Tokens::check` against the `authorization` metadata.
     fn admit<T>(&self, request: &Request<T>, rpc: &str) -> Result<(), Status> {
