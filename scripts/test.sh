@@ -36,6 +36,8 @@ fi
 
 ./scripts/build.sh
 cargo build --release --workspace --bins --tests
+# The embedding example on shared-inference's front page compiles (nextest runs no doctests).
+cargo test --doc -p shared-inference --release
 if cargo nextest --version >/dev/null 2>&1; then
     cargo nextest run --workspace --release --no-fail-fast
 else

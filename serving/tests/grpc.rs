@@ -279,6 +279,12 @@ async fn random_requests_get_over_grpc_what_they_get_over_http_v2() {
     }
     // The generator reaches both sides.
     assert!(answered > CASES / 10 && refused > CASES / 10, "{answered} answered, {refused} refused");
+    // Both protocols are counted, each under its own label.
+    let metrics = fixture.state.metrics.render();
+    for protocol in ["grpc", "v2"] {
+        let counted = format!("protocol=\"{protocol}\",outcome=\"ok\"");
+        assert!(metrics.lines().any(|l| l.contains(&counted)), "no {counted} in:\n{metrics}");
+    }
 }
 
 #[tokio::test]
