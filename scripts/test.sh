@@ -36,8 +36,9 @@ fi
 
 ./scripts/build.sh
 cargo build --release --workspace --bins --tests
-# The embedding example on shared-inference's front page compiles (nextest runs no doctests).
-cargo test --doc -p shared-inference --release
+# The embedding example on shared-inference's front page compiles (nextest runs no doctests);
+# the whole workspace, so that the build above is reused rather than made again for one crate.
+cargo test --workspace --doc --release
 if cargo nextest --version >/dev/null 2>&1; then
     cargo nextest run --workspace --release --no-fail-fast
 else
