@@ -28,7 +28,6 @@ import argparse
 import datetime as dt
 import json
 import os
-import platform
 import resource
 import statistics
 import subprocess
@@ -41,6 +40,9 @@ ROOT = Path(__file__).resolve().parent.parent
 DATA = ROOT / "data" / "large"
 RESULTS = ROOT / "target" / "scale" / "results.json"
 RECIPES = ["regression", "classification"]
+
+sys.path.insert(0, str(ROOT / "benches"))
+from run import machine  # noqa: E402  (the harness's description of the machine)
 
 
 def target_dir() -> Path:
@@ -174,16 +176,6 @@ def write_benchmarks(text: str) -> None:
     head, rest = content.split(begin, 1)
     _, tail = rest.split(end, 1)
     path.write_text(f"{head}{begin}\n{text}{end}{tail}")
-
-
-def machine() -> str:
-    cpu = "unknown CPU"
-    for line in Path("/proc/cpuinfo").read_text().splitlines():
-        if line.startswith("model name"):
-            cpu = line.split(":", 1)[1].strip()
-            break
-    mem = Path("/proc/meminfo").read_text().splitlines()[0].split()[1]
-    return f"{os.cpu_count()} vCPU ({cpu}), {int(mem) / 2**20:.0f} GiB RAM, {platform.system()} {platform.release()}"
 
 
 def main() -> int:

@@ -111,6 +111,28 @@ impl ServeError {
         }
     }
 
+    /// The gRPC code for this error: the HTTP status's meaning in gRPC's terms.
+    pub fn grpc_code(&self) -> tonic::Code {
+        match self {
+            ServeError::Timeout { .. } => tonic::Code::DeadlineExceeded,
+            ServeError::Saturated { .. } | ServeError::BodiesSaturated { .. } | ServeError::PayloadTooLarge { .. } => {
+                tonic::Code::ResourceExhausted
+            }
+            ServeError::Denied(denied) if denied.is_forbidden() => tonic::Code::PermissionDenied,
+            ServeError::Denied(_) => tonic::Code::Unauthenticated,
+            other => match other.status().as_u16() {
+                400 | 408 | 414 | 415 | 431 => tonic::Code::InvalidArgument,
+                401 => tonic::Code::Unauthenticated,
+                403 => tonic::Code::PermissionDenied,
+                404 => tonic::Code::NotFound,
+                405 => tonic::Code::Unimplemented,
+                413 => tonic::Code::ResourceExhausted,
+                503 => tonic::Code::Unavailable,
+                _ => tonic::Code::Internal,
+            },
+        }
+    }
+
     /// The outcome label used in metrics.
     pub fn outcome(&self) -> &'static str {
         match self.status().as_u16() {

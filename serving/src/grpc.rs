@@ -16,7 +16,7 @@ use std::time::Instant;
 
 use axum::http::Method;
 use serde_json::{Map, Value};
-use tonic::{Code, Request, Response, Status};
+use tonic::{Request, Response, Status};
 
 use crate::auth::{self, Scope};
 use crate::error::{ProtocolError, ServeError};
@@ -368,28 +368,4 @@ fn elements(input: &InferInputTensor) -> Result<Elements<'_>, ServeError> {
         .into());
     }
     Ok(Elements(values))
-}
-
-impl ServeError {
-    /// The gRPC code for this error: the HTTP status's meaning in gRPC's terms.
-    pub fn grpc_code(&self) -> Code {
-        match self {
-            ServeError::Timeout { .. } => Code::DeadlineExceeded,
-            ServeError::Saturated { .. } | ServeError::BodiesSaturated { .. } | ServeError::PayloadTooLarge { .. } => {
-                Code::ResourceExhausted
-            }
-            ServeError::Denied(denied) if denied.is_forbidden() => Code::PermissionDenied,
-            ServeError::Denied(_) => Code::Unauthenticated,
-            other => match other.status().as_u16() {
-                400 | 408 | 414 | 415 | 431 => Code::InvalidArgument,
-                401 => Code::Unauthenticated,
-                403 => Code::PermissionDenied,
-                404 => Code::NotFound,
-                405 => Code::Unimplemented,
-                413 => Code::ResourceExhausted,
-                503 => Code::Unavailable,
-                _ => Code::Internal,
-            },
-        }
-    }
 }
