@@ -253,10 +253,11 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
             );
         }
     }
-    let tls = match (&args.tls_certificate, &args.tls_key) {
-        (Some(certificate), Some(key)) => Some(crate::tls::acceptor(certificate, key)?),
-        _ => None,
+    let tls = |protocol: &[u8]| match (&args.tls_certificate, &args.tls_key) {
+        (Some(certificate), Some(key)) => crate::tls::acceptor(certificate, key, protocol).map(Some),
+        _ => Ok(None),
     };
+    let (http_tls, grpc_tls) = (tls(crate::tls::HTTP1)?, tls(crate::tls::HTTP2)?);
     let max_connections = match crate::server::open_files_limit() {
         Some(files) if args.max_connections + crate::server::RESERVED_DESCRIPTORS > files => {
             let fitted = files.saturating_sub(crate::server::RESERVED_DESCRIPTORS).max(1);
@@ -302,64 +303,24 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
     runtime.block_on(async move {
         let listener = tokio::net::TcpListener::bind(args.addr).await.with_context(|| format!("binding {}", args.addr))?;
         let drain = Duration::from_secs(args.drain_seconds);
-        // One signal, heard by both listeners.
-        let (stop, stopped) = tokio::sync::watch::channel(false);
-        tokio::spawn(async move {
-            shutdown_signal().await;
-            let _ = stop.send(true);
-        });
-        let until_stopped = |mut stopped: tokio::sync::watch::Receiver<bool>| async move {
-            let _ = stopped.wait_for(|stop| *stop).await;
-        };
-        let grpc = match args.grpc_addr.0 {
-            Some(addr) => {
-                let listener =
-                    tokio::net::TcpListener::bind(addr).await.with_context(|| format!("binding --grpc-addr {addr}"))?;
-                tracing::info!(grpc_addr = %listener.local_addr()?, "grpc listening");
-                let incoming = tonic::transport::server::TcpIncoming::from(listener);
-                let service = crate::grpc::service(state.clone());
-                let shutdown = until_stopped(stopped.clone());
-                let mut builder = tonic::transport::Server::builder();
-                // The same certificate and key as HTTP.
-                if let (Some(certificate), Some(key)) = (&args.tls_certificate, &args.tls_key) {
-                    let read = |path: &std::path::Path| {
-                        std::fs::read(path).with_context(|| format!("reading {}", path.display()))
-                    };
-                    let identity = tonic::transport::Identity::from_pem(read(certificate)?, read(key)?);
-                    builder = builder
-                        .tls_config(tonic::transport::ServerTlsConfig::new().identity(identity))
-                        .context("the TLS certificate and key for --grpc-addr")?;
-                }
-                Some(tokio::spawn(async move {
-                    builder
-                        .add_service(service)
-                        .serve_with_incoming_shutdown(incoming, shutdown)
-                        .await
-                }))
-            }
-            None => None,
-        };
-        // Last: a client that reads this line can reach both listeners.
-        tracing::info!(addr = %listener.local_addr()?, tls = tls.is_some(), startup_millis = started.elapsed().as_millis() as u64, "listening");
-        let app = http::app(state.clone());
-        let drained = crate::server::serve(
+        let mut endpoints = vec![crate::server::Endpoint {
+            tls: http_tls.clone(),
             listener,
-            app,
-            state,
-            tls,
-            connection_limits,
-            until_stopped(stopped.clone()),
-            drain,
-        )
-        .await;
-        if let Some(grpc) = grpc {
-            // In-flight gRPC calls finish within the same drain window.
-            match tokio::time::timeout(drain, grpc).await {
-                Ok(Ok(Ok(()))) => {}
-                Ok(Ok(Err(error))) => tracing::warn!(error = %error, "the gRPC service stopped with an error"),
-                Ok(Err(_)) | Err(_) => tracing::warn!("the gRPC service did not drain in time"),
-            }
+            app: crate::server::App::Http(http::app(state.clone())),
+        }];
+        if let Some(addr) = args.grpc_addr.0 {
+            let listener =
+                tokio::net::TcpListener::bind(addr).await.with_context(|| format!("binding --grpc-addr {addr}"))?;
+            tracing::info!(grpc_addr = %listener.local_addr()?, tls = grpc_tls.is_some(), "grpc listening");
+            endpoints.push(crate::server::Endpoint {
+                listener,
+                app: crate::server::App::Grpc(crate::grpc::GrpcApp::new(state.clone())),
+                tls: grpc_tls,
+            });
         }
+        // Last: a client that reads this line can reach every listener.
+        tracing::info!(addr = %endpoints[0].listener.local_addr()?, tls = http_tls.is_some(), startup_millis = started.elapsed().as_millis() as u64, "listening");
+        let drained = crate::server::serve(endpoints, state, connection_limits, shutdown_signal(), drain).await;
         if drained.connections_cut > 0 {
             tracing::warn!(
                 connections = drained.connections_cut,

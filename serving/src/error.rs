@@ -114,7 +114,7 @@ impl ServeError {
     /// The gRPC code for this error: the HTTP status's meaning in gRPC's terms.
     pub fn grpc_code(&self) -> tonic::Code {
         match self {
-            ServeError::Timeout { .. } => tonic::Code::DeadlineExceeded,
+            ServeError::Timeout { .. } | ServeError::BodyTimeout { .. } => tonic::Code::DeadlineExceeded,
             ServeError::Saturated { .. } | ServeError::BodiesSaturated { .. } | ServeError::PayloadTooLarge { .. } => {
                 tonic::Code::ResourceExhausted
             }

@@ -44,12 +44,162 @@ use inference::{
 pub const SERVICE_PATH: &str = "/inference.GRPCInferenceService/";
 
 /// The gRPC service over the server's state, with the message-size cap set to the HTTP body cap
-/// (tonic's own default, 4 MiB, is not it).
+/// (tonic's own default, 4 MiB, is not it). [`GrpcApp`] checks the cap first, with HTTP's
+/// error; tonic's check (OUT_OF_RANGE) stays as a backstop.
 pub fn service(state: Arc<AppState>) -> GrpcInferenceServiceServer<Grpc> {
     let cap = state.limits.max_body_bytes;
     GrpcInferenceServiceServer::new(Grpc::new(state))
         .max_decoding_message_size(cap)
         .max_encoding_message_size(usize::MAX)
+}
+
+/// What the connection layer (`server.rs`) serves over HTTP/2: the service, with every request
+/// body read under HTTP's body rules (see [`RequestBody`]).
+#[derive(Clone)]
+pub struct GrpcApp {
+    service: GrpcInferenceServiceServer<Grpc>,
+    state: Arc<AppState>,
+}
+
+impl GrpcApp {
+    /// The service over the server's state.
+    pub fn new(state: Arc<AppState>) -> Self {
+        Self { service: service(state.clone()), state }
+    }
+
+    /// Answers one HTTP/2 request (a gRPC call).
+    pub fn call(
+        &self,
+        request: hyper::Request<hyper::body::Incoming>,
+    ) -> impl Future<Output = Result<hyper::Response<tonic::body::Body>, std::convert::Infallible>> + Send + use<> {
+        use tower::ServiceExt;
+        let mut request = request.map(|body| RequestBody::new(body, &self.state));
+        // A call that arrives before shutdown is answered, also if its body ends after it.
+        request.extensions_mut().insert(Arrived { ready: self.state.is_ready() });
+        self.service.clone().oneshot(request)
+    }
+}
+
+/// Whether the server was ready when a call's head arrived (set by [`GrpcApp::call`]).
+#[derive(Debug, Clone, Copy)]
+struct Arrived {
+    ready: bool,
+}
+
+/// A call's request body, read under the rules HTTP bodies follow: a message larger than
+/// `--max-body-bytes` is refused as soon as its 5-byte gRPC prefix declares it (or its bytes go
+/// past it), with HTTP's 413 text and RESOURCE_EXHAUSTED; the bytes count against
+/// `--max-buffered-body-bytes` while they arrive (RESOURCE_EXHAUSTED past it); the body must
+/// arrive within `--body-timeout-seconds` (DEADLINE_EXCEEDED). Errors are `Status`es, which tonic
+/// passes on to the client unchanged.
+pub struct RequestBody {
+    inner: hyper::body::Incoming,
+    state: Arc<AppState>,
+    started: Instant,
+    hold: crate::http::BodyHold,
+    /// The largest message accepted, in bytes (the HTTP body cap).
+    cap: usize,
+    /// The first message's prefix (compression flag, big-endian length), as it arrives.
+    prefix: [u8; 5],
+    prefix_len: usize,
+    received: usize,
+    deadline: std::pin::Pin<Box<tokio::time::Sleep>>,
+    timeout_seconds: u64,
+    failed: bool,
+}
+
+impl RequestBody {
+    fn new(inner: hyper::body::Incoming, state: &Arc<AppState>) -> Self {
+        let limits = &state.limits;
+        Self {
+            inner,
+            state: state.clone(),
+            started: Instant::now(),
+            hold: crate::http::BodyHold::new(state.clone()),
+            cap: limits.max_body_bytes,
+            prefix: [0; 5],
+            prefix_len: 0,
+            received: 0,
+            deadline: Box::pin(tokio::time::sleep(limits.body_timeout)),
+            timeout_seconds: limits.body_timeout.as_secs(),
+            failed: false,
+        }
+    }
+
+    /// The error for the client, counted in the metrics like HTTP's rejections of a body (the
+    /// model is not known yet).
+    fn fail(&mut self, error: &ServeError) -> Status {
+        self.failed = true;
+        tracing::info!(code = ?error.grpc_code(), error = %error, "grpc request rejected");
+        self.state.metrics.record("_unknown", 0, None, "grpc", error.outcome(), self.started.elapsed(), 0);
+        status(error)
+    }
+
+    /// Accounts for one data frame: the prefix, the cap, the budget.
+    fn admit(&mut self, data: &[u8]) -> Result<(), ServeError> {
+        let too_large = ServeError::PayloadTooLarge { limit_bytes: self.cap };
+        let mut rest = data;
+        while self.prefix_len < self.prefix.len() && !rest.is_empty() {
+            self.prefix[self.prefix_len] = rest[0];
+            self.prefix_len += 1;
+            rest = &rest[1..];
+            if self.prefix_len == self.prefix.len() {
+                let declared = u32::from_be_bytes([self.prefix[1], self.prefix[2], self.prefix[3], self.prefix[4]]);
+                if declared as usize > self.cap {
+                    return Err(too_large);
+                }
+            }
+        }
+        self.received += data.len();
+        // Every RPC here is unary: one message and its prefix.
+        if self.received > self.cap.saturating_add(self.prefix.len()) {
+            return Err(too_large);
+        }
+        self.hold.take(data.len())
+    }
+}
+
+impl hyper::body::Body for RequestBody {
+    type Data = bytes::Bytes;
+    type Error = Status;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<hyper::body::Frame<Self::Data>, Self::Error>>> {
+        use std::task::Poll;
+        let this = &mut *self;
+        if this.failed {
+            return Poll::Ready(None);
+        }
+        let frame = match std::pin::Pin::new(&mut this.inner).poll_frame(cx) {
+            Poll::Pending => {
+                if this.deadline.as_mut().poll(cx).is_ready() {
+                    let error = ServeError::BodyTimeout { seconds: this.timeout_seconds };
+                    return Poll::Ready(Some(Err(this.fail(&error))));
+                }
+                return Poll::Pending;
+            }
+            Poll::Ready(None) => return Poll::Ready(None),
+            // tonic reads h2's errors (a cancelled call among them) from the source.
+            Poll::Ready(Some(Err(error))) => return Poll::Ready(Some(Err(Status::from_error(Box::new(error))))),
+            Poll::Ready(Some(Ok(frame))) => frame,
+        };
+        if let Some(data) = frame.data_ref()
+            && let Err(error) = this.admit(data)
+        {
+            return Poll::Ready(Some(Err(this.fail(&error))));
+        }
+        Poll::Ready(Some(Ok(frame)))
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.failed || self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> hyper::body::SizeHint {
+        self.inner.size_hint()
+    }
 }
 
 /// The gRPC status for a serving error: the same decision as its HTTP status, in gRPC's codes,
@@ -76,7 +226,9 @@ impl Grpc {
         let scope = auth::required_scope(&Method::POST, &path, false);
         let headers = request.metadata().clone().into_headers();
         self.state.access.tokens.check(&headers, scope).map_err(|denied| status(&ServeError::Denied(denied)))?;
-        if matches!(scope, Some(Scope::Inference | Scope::Admin)) && !self.state.is_ready() {
+        // Readiness when the call arrived: its body (and so this check) may come after SIGTERM.
+        let ready = request.extensions().get::<Arrived>().map_or_else(|| self.state.is_ready(), |a| a.ready);
+        if matches!(scope, Some(Scope::Inference | Scope::Admin)) && !ready {
             return Err(status(&ServeError::ShuttingDown { model: None }));
         }
         Ok(())

@@ -280,7 +280,7 @@ async fn method_not_allowed(request: Request) -> ServeError {
 async fn read_body(state: &Arc<AppState>, body: axum::body::Body) -> Result<(Bytes, BodyHold), ServeError> {
     use http_body_util::BodyExt;
     let limits = &state.limits;
-    let mut hold = BodyHold { state: state.clone(), bytes: 0 };
+    let mut hold = BodyHold::new(state.clone());
     let mut chunks: Vec<Bytes> = Vec::new();
     let mut body = body;
     let receive = async {
@@ -315,13 +315,19 @@ async fn read_body(state: &Arc<AppState>, body: axum::body::Body) -> Result<(Byt
 }
 
 /// Bytes of the server-wide body budget held by one request.
-struct BodyHold {
+pub(crate) struct BodyHold {
     state: Arc<AppState>,
     bytes: usize,
 }
 
 impl BodyHold {
-    fn take(&mut self, bytes: usize) -> Result<(), ServeError> {
+    /// Holds nothing yet.
+    pub(crate) fn new(state: Arc<AppState>) -> Self {
+        Self { state, bytes: 0 }
+    }
+
+    /// Takes `bytes` more of the budget, or says it is spent.
+    pub(crate) fn take(&mut self, bytes: usize) -> Result<(), ServeError> {
         let limit = self.state.limits.max_buffered_body_bytes;
         let held = &self.state.buffered_body_bytes;
         let mut current = held.load(Ordering::Relaxed);

@@ -27,6 +27,8 @@ const READINESS_PATH: &str = "/v2/health/ready";
 const LIVENESS_PATH: &str = "/v2/health/live";
 /// KServe routes a runtime's HTTP traffic to this container port.
 const KSERVE_HTTP_PORT: u16 = 8080;
+/// KServe's gRPC port for runtimes (its Python SDK's `DEFAULT_GRPC_PORT`).
+const KSERVE_GRPC_PORT: u16 = 8081;
 /// Where KServe's storage initializer puts an InferenceService's storageUri.
 const KSERVE_MODEL_DIR: &str = "/mnt/models";
 
@@ -190,6 +192,22 @@ impl Container<'_> {
         addr.parse::<SocketAddr>()
             .unwrap_or_else(|e| panic!("{}: --addr {addr:?} is not an address: {e}", self.describe()))
             .port()
+    }
+
+    /// The port of `--grpc-addr` (an address or a bare port), if the container serves gRPC.
+    fn grpc_port(&self) -> Option<u16> {
+        let (_, words) = self.invocation();
+        let value = flag_value(&words, "--grpc-addr")?;
+        if value == "off" {
+            return None;
+        }
+        let port = value.parse::<u16>().ok().or_else(|| value.parse::<SocketAddr>().ok().map(|a| a.port()));
+        Some(port.unwrap_or_else(|| panic!("{}: --grpc-addr {value:?} is not an address or a port", self.describe())))
+    }
+
+    /// Whether the container declares this container port.
+    fn declares_port(&self, port: u16) -> bool {
+        self.spec["ports"].as_sequence().into_iter().flatten().any(|p| as_port(&p["containerPort"]) == Some(port))
     }
 
     /// The serving port: the only port, or the one named `http`.
@@ -393,23 +411,30 @@ fn deployment_port_addr_service_probes_and_scrape_annotation_agree() {
                 "{where_}: pod annotation prometheus.io/port ({:?}) against the container port",
                 annotations["prometheus.io/port"]
             );
+            let grpc = server.grpc_port();
+            if let Some(grpc) = grpc {
+                assert!(server.declares_port(grpc), "{where_}: --grpc-addr port {grpc} is not a container port");
+            }
             let selecting: Vec<&&Manifest> = services
                 .iter()
                 .filter(|s| labels_match(&s.value["spec"]["selector"], &server.meta["labels"]))
                 .collect();
             assert!(!selecting.is_empty(), "{where_}: no Service selects the pod labels {:?}", server.meta["labels"]);
+            let mut grpc_exposed = false;
             for service in selecting {
                 for service_port in service.value["spec"]["ports"].as_sequence().into_iter().flatten() {
                     let target = &service_port["targetPort"];
                     let target = if target.is_null() { &service_port["port"] } else { target };
-                    assert_eq!(
-                        server.resolve_port(target),
-                        Some(port),
-                        "{}: targetPort {target:?} against the container port of {where_}",
+                    let resolved = server.resolve_port(target);
+                    grpc_exposed |= grpc.is_some() && resolved == grpc;
+                    assert!(
+                        resolved == Some(port) || (grpc.is_some() && resolved == grpc),
+                        "{}: targetPort {target:?} is neither the HTTP port {port} nor the gRPC port {grpc:?} of {where_}",
                         service.describe()
                     );
                 }
             }
+            assert!(grpc.is_none() || grpc_exposed, "{where_}: serves gRPC on {grpc:?}, which no Service exposes");
         }
     }
 }
@@ -1080,6 +1105,17 @@ fn kserve_runtime_speaks_v2_on_8080_and_the_inference_service_selects_it() {
                 "{where_}: {probe} port against the container port"
             );
         }
+        match server.grpc_port() {
+            Some(grpc) => {
+                assert_eq!(grpc, KSERVE_GRPC_PORT, "{where_}: --grpc-addr port against KServe's gRPC port");
+                assert!(protocols.contains(&"grpc-v2"), "{}: serves gRPC but lacks grpc-v2", runtime.describe());
+            }
+            None => assert!(
+                !protocols.contains(&"grpc-v2"),
+                "{}: declares grpc-v2 but passes no --grpc-addr",
+                runtime.describe()
+            ),
+        }
         let formats = spec["supportedModelFormats"].as_sequence().map(Vec::as_slice).unwrap_or_default();
         assert!(!formats.is_empty(), "{}: no supportedModelFormats", runtime.describe());
         for format in formats {
@@ -1132,6 +1168,30 @@ fn kserve_runtime_speaks_v2_on_8080_and_the_inference_service_selects_it() {
                 "{where_}: protocolVersion {protocol} is not one {} speaks",
                 runtime.describe()
             );
+        }
+        if model["protocolVersion"].as_str() == Some("grpc-v2") {
+            // Knative routes the port named h2c, as HTTP/2: it must be where gRPC listens, and the
+            // probes Knative requires on the routed port must check it.
+            let grpc = runtime
+                .containers()
+                .iter()
+                .find(|c| c.spec["name"].as_str() == Some("kserve-container"))
+                .and_then(Container::grpc_port)
+                .unwrap_or_else(|| panic!("{where_}: grpc-v2 on {}, which passes no --grpc-addr", runtime.describe()));
+            let h2c = model["ports"]
+                .as_sequence()
+                .into_iter()
+                .flatten()
+                .find(|p| p["name"].as_str() == Some("h2c"))
+                .unwrap_or_else(|| panic!("{where_}: grpc-v2 without a port named h2c (Knative would route HTTP/1)"));
+            assert_eq!(as_port(&h2c["containerPort"]), Some(grpc), "{where_}: the h2c port against --grpc-addr");
+            for probe in ["readinessProbe", "livenessProbe"] {
+                let probe_spec = &model[probe];
+                assert!(!probe_spec.is_null(), "{where_}: no {probe} on the routed gRPC port");
+                let probed =
+                    ["tcpSocket", "grpc", "httpGet"].iter().find_map(|kind| as_port(&probe_spec[kind]["port"]));
+                assert_eq!(probed, Some(grpc), "{where_}: {probe} port against the gRPC port");
+            }
         }
         let uri = model["storageUri"].as_str().unwrap_or_else(|| panic!("{where_}: no storageUri"));
         if let Some(rest) = uri.strip_prefix("pvc://") {

@@ -75,16 +75,13 @@ fn python() -> PathBuf {
     python
 }
 
-/// `tritonclient.grpc` against the real server, both models: tests/grpc/check.py compares with
-/// HTTP v2 (binary tensors, through `tritonclient.http`'s wire format done by hand) and with
-/// `serving predict`, bit for bit, and checks the error codes and texts.
-#[test]
-fn tritonclient_grpc_gets_the_bits_of_http_v2_and_serving_predict() {
+/// Runs tests/grpc/check.py for each model against `server` (with `extra` arguments), after
+/// scoring the model's test split with `serving predict` for it to compare with.
+fn check_models(server: &Server, models: &[&str], extra: &[&str]) {
     let repository = repository();
     let dir = tempfile::tempdir().expect("temporary directory");
-    let server = Server::start(&repository.root, &["--grpc-addr", "127.0.0.1:0"]);
     let grpc = server.grpc_addr.expect("the server logs its gRPC address");
-    for model in ["penguins", "diamonds"] {
+    for &model in models {
         let rows = test_split_csv(model, dir.path());
         let scored = dir.path().join(format!("{model}.scored.csv"));
         let status = Command::new(binary("serving"))
@@ -104,6 +101,7 @@ fn tritonclient_grpc_gets_the_bits_of_http_v2_and_serving_predict() {
             .arg(&rows)
             .arg("--scored")
             .arg(&scored)
+            .args(extra)
             .output()
             .expect("the check runs");
         assert!(
@@ -116,6 +114,30 @@ fn tritonclient_grpc_gets_the_bits_of_http_v2_and_serving_predict() {
         let stdout = String::from_utf8_lossy(&output.stdout);
         assert!(stdout.contains("rows agree"), "{stdout}");
     }
+}
+
+/// `tritonclient.grpc` against the real server, both models: tests/grpc/check.py compares with
+/// HTTP v2 (binary tensors, through `tritonclient.http`'s wire format done by hand) and with
+/// `serving predict`, bit for bit, and checks the error codes and texts.
+#[test]
+fn tritonclient_grpc_gets_the_bits_of_http_v2_and_serving_predict() {
+    let server = Server::start(&repository().root, &["--grpc-addr", "127.0.0.1:0"]);
+    check_models(&server, &["penguins", "diamonds"], &[]);
+}
+
+/// gRPC over TLS with the certificate and key HTTPS uses (ALPN `h2`): `tritonclient.grpc` with
+/// `ssl=True`, trusting only the test certificate, gets the same bits and errors as HTTPS v2 and
+/// `serving predict` (see tests/end_to_end/hardening.rs for the fixture).
+#[test]
+fn tritonclient_grpc_over_tls_gets_the_bits_of_https_v2_and_serving_predict() {
+    let tls = workspace().join("tests/fixtures/tls");
+    let (certificate, key) = (tls.join("cert.pem"), tls.join("key.pem"));
+    let (certificate, key) = (certificate.to_str().expect("UTF-8 path"), key.to_str().expect("UTF-8 path"));
+    let server = Server::start(
+        &repository().root,
+        &["--grpc-addr", "127.0.0.1:0", "--tls-certificate", certificate, "--tls-key", key],
+    );
+    check_models(&server, &["penguins"], &["--certificate", certificate]);
 }
 
 /// Access control over gRPC is HTTP's: no token is UNAUTHENTICATED, a token without the

@@ -276,6 +276,35 @@ fn a_declared_length_over_the_cap_is_refused_before_any_body_byte_is_read() {
     closed.unwrap_or_else(|e| panic!("after the 413, with 1 GiB announced: {e}"));
 }
 
+/// A head the HTTP parser itself refuses (a garbled request line, a target over its 65534
+/// bytes, more header fields than it takes) gets its status with a JSON error body like every
+/// other error, and the connection is closed; a good request on the same server is answered.
+#[test]
+fn heads_the_http_parser_refuses_get_json_errors_and_a_close() {
+    let server = Server::start(&repository().root, &[]);
+    wait_ready(server.addr);
+    let many_headers: String = (0..300).map(|i| format!("x-filler-{i}: {i}\r\n")).collect();
+    let cases: [(Vec<u8>, u16, &str); 3] = [
+        (b"THIS IS NOT HTTP\r\n\r\n".to_vec(), 400, "not valid HTTP/1.1"),
+        (format!("GET /{} HTTP/1.1\r\nHost: x\r\n\r\n", "a".repeat(70_000)).into_bytes(), 414, "65534 bytes"),
+        (format!("GET /v2 HTTP/1.1\r\nHost: x\r\n{many_headers}\r\n").into_bytes(), 431, "200 header fields"),
+    ];
+    for (raw, status, words) in cases {
+        let mut stream = connect(server.addr);
+        stream.write_all(&raw).expect("write the head");
+        let response = read_response(&mut stream).unwrap_or_else(|e| panic!("no {status} response: {e}"));
+        assert_eq!(response.status, status, "{:?} {}", response.headers, body_text(&response));
+        assert_eq!(response.header("content-type"), Some("application/json"), "{:?}", response.headers);
+        let message = error_message(&response);
+        assert!(message.contains(words), "{status}: {message}");
+        assert!(closes(&response), "{status} closes the connection: {:?}", response.headers);
+        wait_closed(&mut stream, Instant::now(), Duration::from_secs(2))
+            .unwrap_or_else(|e| panic!("after {status}: {e}"));
+    }
+    let ok = answered(send(server.addr, "GET", "/v2/health/ready", &[], b""));
+    assert_eq!(ok.status, 200, "{}", body_text(&ok));
+}
+
 #[test]
 fn one_connection_over_the_limit_gets_an_immediate_503_and_a_freed_slot_is_reused() {
     let server = Server::start(&repository().root, &["--max-connections", "2"]);

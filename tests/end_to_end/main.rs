@@ -5,8 +5,10 @@
 //! deployment files in deploy/ against the binary.
 
 mod batch_scoring;
+mod build_once;
 mod deploy;
 mod grpc;
+mod grpc_connections;
 mod hardening;
 mod kserve_layouts;
 mod missing_values;

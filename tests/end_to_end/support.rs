@@ -342,6 +342,11 @@ impl Server {
         assert!(status.success(), "kill -TERM {} failed", self.child.id());
     }
 
+    /// The exit status, if the server has exited.
+    pub fn exited(&mut self) -> Option<ExitStatus> {
+        self.child.try_wait().expect("wait on the server")
+    }
+
     pub fn wait_exit(&mut self, limit: Duration) -> ExitStatus {
         let deadline = Instant::now() + limit;
         loop {

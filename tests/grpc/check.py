@@ -6,6 +6,9 @@ and empty text) and compared bit for bit with `serving predict`'s --scored file 
 JSON for the same rows; then the same malformed requests over gRPC and HTTP, which must fail
 with the same text (gRPC INVALID_ARGUMENT or NOT_FOUND, HTTP 400 or 404). Prints "N rows agree".
 
+--certificate PEM: the same checks over TLS, gRPC and HTTPS alike, trusting only this certificate
+(the server runs with --tls-certificate and --tls-key).
+
 --auth-check (--grpc, --model, --scorer-token, --reader-token): health needs no token, metadata
 without one is UNAUTHENTICATED, inference with the metadata-only token PERMISSION_DENIED, with
 an unknown token UNAUTHENTICATED, with the inference token it answers. Prints "access control
@@ -18,6 +21,7 @@ import argparse
 import csv
 import json
 import math
+import ssl
 import sys
 import urllib.error
 import urllib.request
@@ -58,15 +62,20 @@ def grpc_inputs(tensors):
     return inputs
 
 
+# Set by main() from --certificate: HTTPS trusting only that certificate; None is plain HTTP.
+TLS: ssl.SSLContext | None = None
+
+
 def http_infer(http: str, model: str, body: dict) -> tuple[int, dict]:
+    scheme = "https" if TLS else "http"
     request = urllib.request.Request(
-        f"http://{http}/v2/models/{model}/infer",
+        f"{scheme}://{http}/v2/models/{model}/infer",
         data=json.dumps(body).encode(),
         headers={"Content-Type": "application/json"},
         method="POST",
     )
     try:
-        with urllib.request.urlopen(request, timeout=30) as response:
+        with urllib.request.urlopen(request, timeout=30, context=TLS) as response:
             return response.status, json.loads(response.read())
     except urllib.error.HTTPError as error:
         return error.code, json.loads(error.read())
@@ -196,11 +205,18 @@ def main() -> int:
     parser.add_argument("--auth-check", action="store_true")
     parser.add_argument("--scorer-token")
     parser.add_argument("--reader-token")
+    parser.add_argument("--certificate")
     args = parser.parse_args()
     if args.auth_check:
         check_access(args)
         return 0
-    client = grpcclient.InferenceServerClient(url=args.grpc)
+    if args.certificate:
+        global TLS
+        TLS = ssl.create_default_context(cafile=args.certificate)
+        # tritonclient reads root_certificates from this file.
+        client = grpcclient.InferenceServerClient(url=args.grpc, ssl=True, root_certificates=args.certificate)
+    else:
+        client = grpcclient.InferenceServerClient(url=args.grpc)
     assert client.is_server_live() and client.is_server_ready()
     assert client.is_model_ready(args.model) and not client.is_model_ready("no_such_model")
     server = client.get_server_metadata()
