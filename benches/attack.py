@@ -610,6 +610,7 @@ class Run:
             a.serving, "serve",
             "--model-repository", a.model_repository,
             "--addr", f"{HOST}:{port}",
+            "--grpc-addr", "off",
             "--header-timeout-seconds", str(a.header_timeout),
             "--body-timeout-seconds", str(a.body_timeout),
             "--keep-alive-seconds", str(a.keep_alive),

@@ -195,7 +195,7 @@ class Server:
     """`serving serve` on 127.0.0.1:0, its address read from its JSON log; stopped by stop()."""
 
     def __init__(self, serving: Path, root: Path, extra: list[str]):
-        command = [str(serving), "serve", "--model-repository", str(root), "--addr", f"{HOST}:0",
+        command = [str(serving), "serve", "--model-repository", str(root), "--addr", f"{HOST}:0", "--grpc-addr", "off",
                    "--log-format", "json", *extra]
         env = {k: v for k, v in os.environ.items() if k != "RUST_LOG"}
         self.tail: deque[str] = deque(maxlen=50)

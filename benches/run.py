@@ -171,7 +171,7 @@ class Server:
         self.port = free_port()
         if kind == "serving":
             cmd = [str(shipped_serving()), "serve", "--model-repository", str(repository),
-                   "--addr", f"127.0.0.1:{self.port}", "--max-concurrency", "256"]
+                   "--addr", f"127.0.0.1:{self.port}", "--grpc-addr", "off", "--max-concurrency", "256"]
             env = dict(os.environ, RUST_LOG="warn")
         else:
             cmd = [str(venv_python()), str(ROOT / "benches" / "baselines" / PYTHON_SERVERS[kind]),

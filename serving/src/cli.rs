@@ -25,7 +25,7 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Serve every model version of a repository (<dir>/<name>/<version>/) over HTTP.
+    /// Serve every model version of a repository (<dir>/<name>/<version>/) over HTTP and gRPC.
     Serve(ServeArgs),
     /// Score CSV, JSON Lines or Parquet files with one model, streaming, one output row per input
     /// row; a directory or glob of part files can be split into shards scored by separate
@@ -64,10 +64,10 @@ pub struct ServeArgs {
     /// Address to listen on. Loopback by default: expose it deliberately.
     #[arg(long, default_value = "127.0.0.1:8000")]
     pub addr: SocketAddr,
-    /// Also serve the Open Inference Protocol over gRPC (inference.GRPCInferenceService) here:
-    /// an address, or a bare port for loopback (`8001` is 127.0.0.1:8001); `off` (the default)
-    /// serves no gRPC. The same models, limits, tokens, TLS and metrics as HTTP.
-    #[arg(long, value_name = "ADDR|PORT|off", default_value = "off")]
+    /// Where the Open Inference Protocol over gRPC (inference.GRPCInferenceService) listens: an
+    /// address, or a bare port for loopback (`8001` is 127.0.0.1:8001); `off` serves no gRPC.
+    /// Loopback by default, like --addr. The same models, limits, tokens, TLS and metrics as HTTP.
+    #[arg(long, value_name = "ADDR|PORT|off", default_value = "127.0.0.1:8001")]
     pub grpc_addr: GrpcAddr,
     /// Largest request body accepted, in bytes; larger bodies get 413.
     #[arg(long, default_value_t = 16 * 1024 * 1024)]
@@ -310,7 +310,9 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
         }];
         if let Some(addr) = args.grpc_addr.0 {
             let listener =
-                tokio::net::TcpListener::bind(addr).await.with_context(|| format!("binding --grpc-addr {addr}"))?;
+                tokio::net::TcpListener::bind(addr).await.with_context(|| {
+                    format!("binding --grpc-addr {addr} (gRPC; give another address or port, or `--grpc-addr off`)")
+                })?;
             tracing::info!(grpc_addr = %listener.local_addr()?, tls = grpc_tls.is_some(), "grpc listening");
             endpoints.push(crate::server::Endpoint {
                 listener,
@@ -526,5 +528,28 @@ fn format_for(path: &str, flag: Option<Format>, which: &str) -> anyhow::Result<F
         (None, None) => {
             bail!("{which} {path}: cannot tell the format from the name; pass --format csv, jsonl or parquet")
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn grpc_addr(extra: &[&str]) -> Option<SocketAddr> {
+        let args = ["serving", "serve", "--model-repository", "models"].iter().chain(extra);
+        match Cli::try_parse_from(args).expect("the arguments parse").command {
+            Command::Serve(args) => args.grpc_addr.0,
+            _ => panic!("not the serve command"),
+        }
+    }
+
+    #[test]
+    fn grpc_listens_on_loopback_8001_unless_told_another_address_a_port_or_off() {
+        assert_eq!(grpc_addr(&[]), Some(SocketAddr::from(([127, 0, 0, 1], 8001))));
+        assert_eq!(grpc_addr(&["--grpc-addr", "off"]), None);
+        assert_eq!(grpc_addr(&["--grpc-addr", "9001"]), Some(SocketAddr::from(([127, 0, 0, 1], 9001))));
+        assert_eq!(grpc_addr(&["--grpc-addr", "0.0.0.0:9002"]), Some(SocketAddr::from(([0, 0, 0, 0], 9002))));
+        let error = "not-an-address".parse::<GrpcAddr>().expect_err("refused");
+        assert!(error.contains("not an address, a port or `off`"), "{error}");
     }
 }

@@ -554,7 +554,7 @@ fn probe_and_scrape_paths_of_the_manifests_answer_200_on_a_real_server() {
     let child = Command::new(binary("serving"))
         .args(["serve", "--model-repository"])
         .arg(&repository().root)
-        .args(["--addr", &addr.to_string()])
+        .args(["--addr", &addr.to_string(), "--grpc-addr", "off"])
         .env_remove("RUST_LOG")
         .stdout(Stdio::null())
         .stderr(std::fs::File::create(&log).expect("log file"))

@@ -74,7 +74,7 @@ fn a_repository_a_model_directory_and_a_version_directory_are_each_served_as_the
 #[test]
 fn model_name_on_a_whole_repository_is_refused_with_the_reason() {
     let output = std::process::Command::new(crate::support::binary("serving"))
-        .args(["serve", "--addr", "127.0.0.1:0", "--model-name", "x", "--model-repository"])
+        .args(["serve", "--addr", "127.0.0.1:0", "--grpc-addr", "off", "--model-name", "x", "--model-repository"])
         .arg(&repository().root)
         .output()
         .expect("serving runs");

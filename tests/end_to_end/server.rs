@@ -16,7 +16,7 @@ use crate::support::{Outcome, binary, repository, send};
 /// Starts the server on a free port and returns it with its address, read from its JSON log.
 fn start_server() -> (Child, SocketAddr, Arc<Mutex<Vec<String>>>) {
     let mut child = Command::new(binary("serving"))
-        .args(["serve", "--addr", "127.0.0.1:0", "--log-format", "json", "--model-repository"])
+        .args(["serve", "--addr", "127.0.0.1:0", "--grpc-addr", "off", "--log-format", "json", "--model-repository"])
         .arg(&repository().root)
         .stderr(Stdio::piped())
         .stdout(Stdio::null())

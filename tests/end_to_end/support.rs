@@ -280,6 +280,11 @@ impl Server {
         if !args.contains(&"--addr") {
             command.args(["--addr", "127.0.0.1:0"]);
         }
+        // gRPC listens on 127.0.0.1:8001 by default, which servers running side by side would
+        // share: only the tests that ask for it get it, on a port of their own.
+        if !args.contains(&"--grpc-addr") {
+            command.args(["--grpc-addr", "off"]);
+        }
         command.args(args).env_remove("RUST_LOG").envs(env.iter().copied());
         let mut child =
             command.stderr(Stdio::piped()).stdout(Stdio::null()).spawn().expect("the serving binary starts");
