@@ -70,6 +70,7 @@ from run import (  # noqa: E402  (the harness's helpers)
     SERVER_CORE,
     Server,
     apt_install,
+    replace_block,
     complete_rows,
     data_rows,
     free_port,
@@ -125,6 +126,19 @@ def grpc_ready(port: int) -> bool:
             return False
 
 
+def wait_for_grpc(server, port: int, name: str, limit: float, step: float) -> float:
+    """Seconds from `server`'s start until gRPC's ServerReady answers on `port`; raises when its
+    process exits first or `limit` seconds pass."""
+    deadline = time.perf_counter() + limit
+    while time.perf_counter() < deadline:
+        if server.process.poll() is not None:
+            raise RuntimeError(f"{name} exited early: {server.process.stderr.read().decode(errors='replace')}")
+        if grpc_ready(port):
+            return time.perf_counter() - server.started
+        time.sleep(step)
+    raise RuntimeError(f"{name}'s gRPC listener (127.0.0.1:{port}) not ready after {limit} s")
+
+
 class StoppedOnFailure:
     """run.py's Server starts its process in __init__, so a failure there (not ready, exited)
     happens before any `with` owns it: stop it here, then raise."""
@@ -154,14 +168,7 @@ class OurServer(StoppedOnFailure, Server):
 
     def _wait_ready(self, limit: float = 60.0) -> float:
         super()._wait_ready(limit)
-        deadline = time.perf_counter() + limit
-        while time.perf_counter() < deadline:
-            if self.process.poll() is not None:
-                raise RuntimeError(f"serving exited early: {self.process.stderr.read().decode(errors='replace')}")
-            if grpc_ready(self.grpc_port):
-                return time.perf_counter() - self.started
-            time.sleep(0.01)
-        raise RuntimeError(f"serving's gRPC listener (127.0.0.1:{self.grpc_port}) not ready after {limit} s")
+        return wait_for_grpc(self, self.grpc_port, "serving", limit, 0.01)
 
 
 class PythonGrpcServer(StoppedOnFailure, Server):
@@ -175,14 +182,7 @@ class PythonGrpcServer(StoppedOnFailure, Server):
         self._start(cmd, dict(os.environ, OMP_NUM_THREADS="1", GRPC_VERBOSITY="ERROR"))
 
     def _wait_ready(self, limit: float = 60.0) -> float:
-        deadline = time.perf_counter() + limit
-        while time.perf_counter() < deadline:
-            if self.process.poll() is not None:
-                raise RuntimeError(f"grpc_server.py exited early: {self.process.stderr.read().decode(errors='replace')}")
-            if grpc_ready(self.port):
-                return time.perf_counter() - self.started
-            time.sleep(0.02)
-        raise RuntimeError(f"grpc_server.py not ready after {limit} s")
+        return wait_for_grpc(self, self.port, "grpc_server.py", limit, 0.02)
 
 
 def our_binary(args) -> Path:
@@ -358,12 +358,20 @@ def h2load_shape(streams: int, protocol: str) -> tuple[int, int]:
     return clients, streams // clients
 
 
+def h2load_seconds(text: str) -> float:
+    """A duration as h2load prints it: `5.00s`, `998.97ms` or `850.12us`."""
+    for unit, scale in (("ms", 1e-3), ("us", 1e-6), ("s", 1.0)):
+        if text.endswith(unit):
+            return float(text[: -len(unit)]) * scale
+    raise ValueError(f"h2load duration {text!r} has no unit")
+
+
 def parse_h2load(out: str) -> dict:
     result = {}
     for line in out.splitlines():
         words = line.replace(",", "").split()
         if line.startswith("finished in"):
-            result["seconds"] = float(words[2].rstrip("s"))
+            result["seconds"] = h2load_seconds(words[2])
             result["rps"] = float(words[3])
         elif line.startswith("requests:"):
             for value, key in zip(words[1::2], words[2::2]):
@@ -581,12 +589,11 @@ python3 benches/grpc_bench.py --runs 1 --seconds 2 --skip-build   # checks the h
 def write_benchmarks(markdown: str) -> None:
     path = ROOT / "BENCHMARKS.md"
     text = path.read_text() if path.exists() else "# Benchmarks\n"
-    block = f"{MARK_BEGIN}\n{markdown}{MARK_END}"
-    if MARK_BEGIN in text and MARK_END in text:
-        head, rest = text.split(MARK_BEGIN, 1)
-        text = head + block + rest.split(MARK_END, 1)[1]
+    replaced = replace_block(text, MARK_BEGIN, MARK_END, markdown)
+    if replaced is not None:
+        text = replaced
     else:
-        section = f"{SECTION}\n\n{INTRO}\n{block}\n\n"
+        section = f"{SECTION}\n\n{INTRO}\n{MARK_BEGIN}\n{markdown}{MARK_END}\n\n"
         # After the HTTP results (the `results` block of benches/run.py and the notes under it):
         # before the next section heading.
         at = text.find(RESULTS_END)

@@ -761,17 +761,22 @@ def report(results: dict, args) -> str:
     return "\n".join(lines) + "\n"
 
 
+def replace_block(text: str, begin: str, end: str, markdown: str) -> str | None:
+    """`text` with what lies between the markers `begin` and `end` replaced by `markdown`;
+    None when the markers are not both there."""
+    if begin not in text or end not in text:
+        return None
+    head, rest = text.split(begin, 1)
+    return head + f"{begin}\n{markdown}{end}" + rest.split(end, 1)[1]
+
+
 def write_report(markdown: str) -> None:
     path = ROOT / "BENCHMARKS.md"
     text = path.read_text() if path.exists() else "# Benchmarks\n"
-    block = f"{MARK_BEGIN}\n{markdown}{MARK_END}"
-    if MARK_BEGIN in text and MARK_END in text:
-        head, rest = text.split(MARK_BEGIN, 1)
-        tail = rest.split(MARK_END, 1)[1]
-        text = head + block + tail
-    else:
-        text = text.rstrip() + "\n\n## Latest run\n\n" + block + "\n"
-    path.write_text(text)
+    replaced = replace_block(text, MARK_BEGIN, MARK_END, markdown)
+    if replaced is None:
+        replaced = text.rstrip() + "\n\n## Latest run\n\n" + f"{MARK_BEGIN}\n{markdown}{MARK_END}" + "\n"
+    path.write_text(replaced)
 
 
 def current_format(section: str, value: dict) -> bool:

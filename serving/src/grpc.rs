@@ -97,31 +97,25 @@ pub struct RequestBody {
     state: Arc<AppState>,
     started: Instant,
     hold: crate::http::BodyHold,
-    /// The largest message accepted, in bytes (the HTTP body cap).
-    cap: usize,
     /// The first message's prefix (compression flag, big-endian length), as it arrives.
     prefix: [u8; 5],
     prefix_len: usize,
     received: usize,
     deadline: std::pin::Pin<Box<tokio::time::Sleep>>,
-    timeout_seconds: u64,
     failed: bool,
 }
 
 impl RequestBody {
     fn new(inner: hyper::body::Incoming, state: &Arc<AppState>) -> Self {
-        let limits = &state.limits;
         Self {
             inner,
             state: state.clone(),
             started: Instant::now(),
             hold: crate::http::BodyHold::new(state.clone()),
-            cap: limits.max_body_bytes,
             prefix: [0; 5],
             prefix_len: 0,
             received: 0,
-            deadline: Box::pin(tokio::time::sleep(limits.body_timeout)),
-            timeout_seconds: limits.body_timeout.as_secs(),
+            deadline: Box::pin(tokio::time::sleep(state.limits.body_timeout)),
             failed: false,
         }
     }
@@ -137,7 +131,9 @@ impl RequestBody {
 
     /// Accounts for one data frame: the prefix, the cap, the budget.
     fn admit(&mut self, data: &[u8]) -> Result<(), ServeError> {
-        let too_large = ServeError::PayloadTooLarge { limit_bytes: self.cap };
+        // The largest message accepted: the HTTP body cap.
+        let cap = self.state.limits.max_body_bytes;
+        let too_large = ServeError::PayloadTooLarge { limit_bytes: cap };
         let mut rest = data;
         while self.prefix_len < self.prefix.len() && !rest.is_empty() {
             self.prefix[self.prefix_len] = rest[0];
@@ -145,14 +141,14 @@ impl RequestBody {
             rest = &rest[1..];
             if self.prefix_len == self.prefix.len() {
                 let declared = u32::from_be_bytes([self.prefix[1], self.prefix[2], self.prefix[3], self.prefix[4]]);
-                if declared as usize > self.cap {
+                if declared as usize > cap {
                     return Err(too_large);
                 }
             }
         }
         self.received += data.len();
         // Every RPC here is unary: one message and its prefix.
-        if self.received > self.cap.saturating_add(self.prefix.len()) {
+        if self.received > cap.saturating_add(self.prefix.len()) {
             return Err(too_large);
         }
         self.hold.take(data.len())
@@ -175,7 +171,7 @@ impl hyper::body::Body for RequestBody {
         let frame = match std::pin::Pin::new(&mut this.inner).poll_frame(cx) {
             Poll::Pending => {
                 if this.deadline.as_mut().poll(cx).is_ready() {
-                    let error = ServeError::BodyTimeout { seconds: this.timeout_seconds };
+                    let error = ServeError::BodyTimeout { seconds: this.state.limits.body_timeout.as_secs() };
                     return Poll::Ready(Some(Err(this.fail(&error))));
                 }
                 return Poll::Pending;

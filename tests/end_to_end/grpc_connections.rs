@@ -74,6 +74,28 @@ fn framed(message: &impl Message) -> Vec<u8> {
     out
 }
 
+/// The outcome of a started call, which must come within `limit` (`what` says why).
+async fn outcome_within(
+    response: tokio::task::JoinHandle<hyper::Result<hyper::Response<Incoming>>>,
+    limit: Duration,
+    what: &str,
+) -> Outcome {
+    let response = tokio::time::timeout(limit, response)
+        .await
+        .unwrap_or_else(|_| panic!("no response within {limit:?}: {what}"))
+        .expect("the call task")
+        .expect("a response");
+    outcome(response).await
+}
+
+/// Sends `message` as a whole call of ModelInfer and waits for its outcome.
+async fn whole_call(sender: &mut SendRequest<Piecewise>, message: &ModelInferRequest) -> Outcome {
+    let (body, response) = start_call(sender, "ModelInfer");
+    body.send(Bytes::from(framed(message))).expect("send");
+    drop(body);
+    outcome(response.await.expect("the call task").expect("a response")).await
+}
+
 /// What a call ended with: its gRPC status code and message, and its response message bytes.
 #[derive(Debug)]
 struct Outcome {
@@ -176,30 +198,19 @@ fn a_grpc_message_over_the_body_cap_is_refused_from_its_prefix_with_https_error(
         let mut prefix = vec![0u8];
         prefix.extend_from_slice(&(1u32 << 30).to_be_bytes());
         body.send(Bytes::from(prefix)).expect("send the prefix");
-        let response = tokio::time::timeout(Duration::from_secs(5), response)
-            .await
-            .expect("refused without waiting for the bytes")
-            .expect("the call task")
-            .expect("a response");
-        let refused = outcome(response).await;
+        let refused = outcome_within(response, Duration::from_secs(5), "refused without waiting for the bytes").await;
         assert_eq!(refused.code, RESOURCE_EXHAUSTED, "{refused:?}");
         assert_eq!(refused.message, "request body is larger than the limit of 4096 bytes (see --max-body-bytes)");
         drop(body);
 
         // Really over it: the request padded past 4096 bytes.
         let padded = ModelInferRequest { id: "x".repeat(5000), ..request.clone() };
-        let (body, response) = start_call(&mut sender, "ModelInfer");
-        body.send(Bytes::from(framed(&padded))).expect("send");
-        drop(body);
-        let refused = outcome(response.await.expect("task").expect("response")).await;
+        let refused = whole_call(&mut sender, &padded).await;
         assert_eq!(refused.code, RESOURCE_EXHAUSTED, "{refused:?}");
         assert!(refused.message.contains("limit of 4096 bytes"), "{refused:?}");
 
         // Under it: answered.
-        let (body, response) = start_call(&mut sender, "ModelInfer");
-        body.send(Bytes::from(framed(&request))).expect("send");
-        drop(body);
-        let answered = outcome(response.await.expect("task").expect("response")).await;
+        let answered = whole_call(&mut sender, &request).await;
         assert_eq!(answered.code, OK, "{answered:?}");
         let message = ModelInferResponse::decode(&answered.body[5..]).expect("a ModelInferResponse");
         assert_eq!(message.model_name, "penguins");
@@ -227,12 +238,7 @@ fn a_stalled_grpc_body_gets_deadline_exceeded_within_the_body_timeout() {
         let started = Instant::now();
         let (body, response) = start_call(&mut sender, "ModelInfer");
         body.send(Bytes::copy_from_slice(&whole[..whole.len() / 2])).expect("send half");
-        let response = tokio::time::timeout(Duration::from_secs(5), response)
-            .await
-            .expect("answered within the timeout and a margin")
-            .expect("task")
-            .expect("response");
-        let stalled = outcome(response).await;
+        let stalled = outcome_within(response, Duration::from_secs(5), "the body timeout and a margin").await;
         let waited = started.elapsed();
         assert_eq!(stalled.code, DEADLINE_EXCEEDED, "{stalled:?}");
         assert_eq!(stalled.message, "the request body did not arrive within 1 s (see --body-timeout-seconds)");
