@@ -220,8 +220,8 @@ impl Grpc {
     fn admit<T>(&self, request: &Request<T>, rpc: &str) -> Result<(), Status> {
         let path = format!("{SERVICE_PATH}{rpc}");
         let scope = auth::required_scope(&Method::POST, &path, false);
-        let headers = request.metadata().clone().into_headers();
-        self.state.access.tokens.check(&headers, scope).map_err(|denied| status(&ServeError::Denied(denied)))?;
+        let headers: &axum::http::HeaderMap = request.metadata().as_ref();
+        self.state.access.tokens.check(headers, scope).map_err(|denied| status(&ServeError::Denied(denied)))?;
         // Readiness when the call arrived: its body (and so this check) may come after SIGTERM.
         let ready = request.extensions().get::<Arrived>().map_or_else(|| self.state.is_ready(), |a| a.ready);
         if matches!(scope, Some(Scope::Inference | Scope::Admin)) && !ready {

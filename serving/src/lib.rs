@@ -8,6 +8,7 @@ pub mod auth;
 pub mod batch;
 pub mod cli;
 pub mod config;
+pub mod cork;
 pub mod error;
 pub mod files;
 pub mod grpc;

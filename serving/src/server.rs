@@ -377,7 +377,7 @@ async fn connection<S>(
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let http1 = matches!(app, App::Http(_));
-    let io = TokioIo::new(Watched::new(stream, activity.clone(), http1));
+    let watched = Watched::new(stream, activity.clone(), http1);
     let service_activity = activity.clone();
     let guard = move || RequestGuard::new(service_activity.clone(), tracker.clone());
     match app {
@@ -397,9 +397,10 @@ async fn connection<S>(
             // Past the router's own limits (`http::MAX_HEADERS`), so that a head over them gets the
             // router's JSON 431 rather than hyper's empty one.
             builder.max_headers(2 * crate::http::MAX_HEADERS);
-            let conn = builder.serve_connection(io, service);
+            let conn = builder.serve_connection(TokioIo::new(watched), service);
             // Draining is the router's work over HTTP/1 (503 with `Connection: close`).
-            watch_over(conn, |_| {}, false, &activity, &limits, draining).await;
+            let sent = |_: &mut Context<'_>| Poll::Ready(Ok(()));
+            watch_over(conn, sent, |_| {}, false, &activity, &limits, draining).await;
         }
         App::Grpc(grpc) => {
             let service = hyper::service::service_fn(move |request: hyper::Request<Incoming>| {
@@ -413,19 +414,26 @@ async fn connection<S>(
             });
             let mut builder = hyper::server::conn::http2::Builder::new(hyper_util::rt::TokioExecutor::new());
             builder.max_concurrent_streams(MAX_STREAMS_PER_CONNECTION).max_header_list_size(MAX_HEADER_LIST_BYTES);
-            let conn = builder.serve_connection(io, service);
+            // One write per turn of the connection (see `cork.rs`), sent once hyper has done all
+            // it can.
+            let (io, cork) = crate::cork::corked(watched);
+            let conn = builder.serve_connection(TokioIo::new(io), service);
+            let sent = |cx: &mut Context<'_>| cork.poll_send(cx);
             // GOAWAY (hyper's graceful shutdown) on draining and before closing an idle connection:
             // streams in flight finish, the client opens no new one on it.
-            watch_over(conn, |conn| conn.graceful_shutdown(), true, &activity, &limits, draining).await;
+            watch_over(conn, sent, |conn| conn.graceful_shutdown(), true, &activity, &limits, draining).await;
         }
     }
 }
 
 /// Drives a connection under the watchdog: closes it once `activity` is past its bounds. With
 /// `graceful_first`, a connection past its bounds or draining is first asked to shut down
-/// gracefully (`graceful`), and closed only if it is still open `DRAIN_IDLE` later.
+/// gracefully (`graceful`), and closed only if it is still open `DRAIN_IDLE` later. `send` runs
+/// each time the connection has done all it can for now (it returned `Pending`): it sends what
+/// the connection wrote; an error from it closes the connection.
 async fn watch_over<C>(
     conn: C,
+    mut send: impl FnMut(&mut Context<'_>) -> Poll<io::Result<()>>,
     graceful: impl Fn(Pin<&mut C>),
     graceful_first: bool,
     activity: &Activity,
@@ -460,8 +468,15 @@ async fn watch_over<C>(
                 return;
             }
         };
+        let turn = std::future::poll_fn(|cx| match conn.as_mut().poll(cx) {
+            Poll::Ready(result) => Poll::Ready(result.map_err(|e| e.to_string())),
+            Poll::Pending => match send(cx) {
+                Poll::Ready(Err(error)) => Poll::Ready(Err(format!("writing: {error}"))),
+                _ => Poll::Pending,
+            },
+        });
         tokio::select! {
-            result = conn.as_mut() => {
+            result = turn => {
                 if let Err(error) = result {
                     tracing::debug!(%error, "connection ended with an error");
                 }
