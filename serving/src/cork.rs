@@ -7,7 +7,12 @@
 //! takes `poll_flush` as a request only; the connection's driver sends the buffer once hyper's
 //! connection has done all it can for now ([`Cork::poll_send`], called after the connection
 //! future returned `Pending`), so the frames of every call answered in one turn leave in one
-//! write. Shutting the stream down sends what is buffered first.
+//! write. While other connections have calls in flight, the driver first yields once to the
+//! tasks waiting to run, which include this connection's other calls (hyper runs each in a task
+//! of its own): calls that finish in that round leave in the same write, one wake-up of the
+//! client for all of them. A connection alone on the server sends at once: its client waits for
+//! those answers before it sends more, and holding them back would leave both sides idle.
+//! Shutting the stream down sends what is buffered first.
 //!
 //! The buffer holds at most [`BUFFER_LIMIT`] bytes: past it a write waits until the buffer is
 //! sent (the socket's own back-pressure), and a single write larger than the limit goes straight
@@ -38,11 +43,13 @@ struct Inner<S> {
     buf: Vec<u8>,
     /// How much of `buf` is already written.
     sent: usize,
+    /// Whether the driver has yielded once since the last send.
+    yielded: bool,
 }
 
 /// `io` split into the stream hyper reads and writes, and the handle that sends its writes.
 pub fn corked<S>(io: S) -> (Corked<S>, Cork<S>) {
-    let shared = Arc::new(Mutex::new(Inner { io, buf: Vec::new(), sent: 0 }));
+    let shared = Arc::new(Mutex::new(Inner { io, buf: Vec::new(), sent: 0, yielded: false }));
     (Corked { shared: shared.clone() }, Cork { shared })
 }
 
@@ -83,9 +90,21 @@ impl<S: AsyncWrite + Unpin> Inner<S> {
 }
 
 impl<S: AsyncWrite + Unpin> Cork<S> {
-    /// Sends what is buffered; `Pending` (with a wake-up) while the socket cannot take it all.
-    pub fn poll_send(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        lock(&self.shared).poll_send(cx)
+    /// Sends what is buffered; with `yield_first`, after yielding once to the tasks waiting to
+    /// run (the call wakes the task and returns `Pending`). `Pending` (with a wake-up) also while
+    /// the socket cannot take it all.
+    pub fn poll_send(&self, cx: &mut Context<'_>, yield_first: bool) -> Poll<io::Result<()>> {
+        let mut inner = lock(&self.shared);
+        if inner.sent == inner.buf.len() {
+            return Poll::Ready(Ok(()));
+        }
+        if yield_first && !inner.yielded {
+            inner.yielded = true;
+            cx.waker().wake_by_ref();
+            return Poll::Pending;
+        }
+        inner.yielded = false;
+        inner.poll_send(cx)
     }
 }
 
@@ -179,21 +198,68 @@ mod tests {
         assert!(matches!(Pin::new(&mut stream).poll_flush(&mut cx), Poll::Ready(Ok(()))));
         assert!(lock(&cork.shared).io.writes.is_empty(), "nothing is written before the turn ends");
 
-        assert!(matches!(cork.poll_send(&mut cx), Poll::Ready(Ok(()))));
+        assert!(send(&cork).is_ready());
         let inner = lock(&cork.shared);
         assert_eq!(inner.io.writes, vec![b"headers+datatrailers".to_vec()]);
         assert_eq!(inner.io.flushed, 1);
     }
 
     #[test]
+    fn the_driver_yields_once_before_it_sends_and_wakes_itself() {
+        let (mut stream, cork) = corked(Recorder { room: usize::MAX, ..Recorder::default() });
+        let woken = Arc::new(Woken::default());
+        let waker = std::task::Waker::from(woken.clone());
+        let mut cx = Context::from_waker(&waker);
+        assert!(cork.poll_send(&mut cx, true).is_ready(), "nothing buffered: nothing to wait for");
+        assert_eq!(woken.count(), 0);
+        assert!(matches!(write(&mut stream, b"one"), Poll::Ready(Ok(3))));
+        assert!(cork.poll_send(&mut cx, true).is_pending());
+        assert_eq!(woken.count(), 1, "the yield wakes the driver again");
+        // A call that finishes while the driver yields leaves in the same write.
+        assert!(matches!(write(&mut stream, b"two"), Poll::Ready(Ok(3))));
+        assert!(matches!(cork.poll_send(&mut cx, true), Poll::Ready(Ok(()))));
+        assert_eq!(lock(&cork.shared).io.writes, vec![b"onetwo".to_vec()]);
+        assert_eq!(woken.count(), 1);
+        // Without other work to wait for, it sends at once.
+        assert!(matches!(write(&mut stream, b"three"), Poll::Ready(Ok(5))));
+        assert!(matches!(cork.poll_send(&mut cx, false), Poll::Ready(Ok(()))));
+        assert_eq!(lock(&cork.shared).io.writes.len(), 2);
+        assert_eq!(woken.count(), 1);
+    }
+
+    #[derive(Default)]
+    struct Woken(std::sync::atomic::AtomicUsize);
+
+    impl Woken {
+        fn count(&self) -> usize {
+            self.0.load(std::sync::atomic::Ordering::SeqCst)
+        }
+    }
+
+    impl std::task::Wake for Woken {
+        fn wake(self: Arc<Self>) {
+            self.0.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        }
+    }
+
+    /// The driver's send, past its one yield.
+    fn send(cork: &Cork<Recorder>) -> Poll<io::Result<()>> {
+        let mut cx = context();
+        match cork.poll_send(&mut cx, true) {
+            Poll::Pending if lock(&cork.shared).yielded => cork.poll_send(&mut cx, true),
+            other => other,
+        }
+    }
+
+    #[test]
     fn a_full_socket_keeps_the_rest_for_the_next_send_in_order() {
         let (mut stream, cork) = corked(Recorder { room: 5, ..Recorder::default() });
-        let mut cx = context();
         assert!(matches!(write(&mut stream, b"0123456789"), Poll::Ready(Ok(10))));
-        assert!(cork.poll_send(&mut cx).is_pending());
+        assert!(send(&cork).is_pending());
+        assert_eq!(lock(&cork.shared).io.writes.concat(), b"01234");
         lock(&cork.shared).io.room = usize::MAX;
         assert!(matches!(write(&mut stream, b"ab"), Poll::Ready(Ok(2))));
-        assert!(matches!(cork.poll_send(&mut cx), Poll::Ready(Ok(()))));
+        assert!(send(&cork).is_ready());
         let written: Vec<u8> = lock(&cork.shared).io.writes.concat();
         assert_eq!(written, b"0123456789ab");
     }

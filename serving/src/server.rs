@@ -379,6 +379,7 @@ async fn connection<S>(
     let http1 = matches!(app, App::Http(_));
     let watched = Watched::new(stream, activity.clone(), http1);
     let service_activity = activity.clone();
+    let server_wide = tracker.clone();
     let guard = move || RequestGuard::new(service_activity.clone(), tracker.clone());
     match app {
         App::Http(router) => {
@@ -415,10 +416,14 @@ async fn connection<S>(
             let mut builder = hyper::server::conn::http2::Builder::new(hyper_util::rt::TokioExecutor::new());
             builder.max_concurrent_streams(MAX_STREAMS_PER_CONNECTION).max_header_list_size(MAX_HEADER_LIST_BYTES);
             // One write per turn of the connection (see `cork.rs`), sent once hyper has done all
-            // it can.
+            // it can; while other connections have requests in flight, after their tasks (and
+            // this connection's other calls) had a turn.
             let (io, cork) = crate::cork::corked(watched);
             let conn = builder.serve_connection(TokioIo::new(io), service);
-            let sent = |cx: &mut Context<'_>| cork.poll_send(cx);
+            let sent = |cx: &mut Context<'_>| {
+                let others_busy = server_wide.busy.load(Ordering::Relaxed) > activity.busy.load(Ordering::Relaxed);
+                cork.poll_send(cx, others_busy)
+            };
             // GOAWAY (hyper's graceful shutdown) on draining and before closing an idle connection:
             // streams in flight finish, the client opens no new one on it.
             watch_over(conn, sent, |conn| conn.graceful_shutdown(), true, &activity, &limits, draining).await;
