@@ -388,9 +388,16 @@ def parse_h2load(out: str) -> dict:
     return result
 
 
+def process_cpu_seconds(pid: int) -> float:
+    """User and system CPU time of process `pid` so far, all its threads (Linux /proc)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def h2load(port: int, path: str, body_file: Path, headers: list[str], protocol: str, streams: int,
-           seconds: float, answer_bytes: int, where: str) -> dict:
-    """One h2load run; raises on any failed request or any answer not `answer_bytes` long."""
+           seconds: float, answer_bytes: int, where: str, pid: int) -> dict:
+    """One h2load run; raises on any failed request or any answer not `answer_bytes` long. Also
+    the CPU time the server (process `pid`) spent per answered request."""
     clients, per_client = h2load_shape(streams, protocol)
     with tempfile.TemporaryDirectory() as tmp:
         log_file = Path(tmp) / "requests.tsv"
@@ -402,10 +409,12 @@ def h2load(port: int, path: str, body_file: Path, headers: list[str], protocol: 
             cmd.append("--h1")
         cmd.append(f"http://127.0.0.1:{port}{path}")
         before = resource.getrusage(resource.RUSAGE_CHILDREN)
+        server_before = process_cpu_seconds(pid)
         try:
             done = subprocess.run(pinned(LOAD_CORE, cmd), capture_output=True, text=True, timeout=seconds + 60)
         except subprocess.TimeoutExpired:
             raise RuntimeError(f"{where}: h2load did not finish within {seconds + 60:.0f} s") from None
+        server_cpu = process_cpu_seconds(pid) - server_before
         after = resource.getrusage(resource.RUSAGE_CHILDREN)
         if done.returncode != 0:
             raise RuntimeError(f"{where}: h2load exited {done.returncode}:\n{done.stderr[-2000:]}{done.stdout[-2000:]}")
@@ -441,6 +450,7 @@ def h2load(port: int, path: str, body_file: Path, headers: list[str], protocol: 
         "p50_ms": latencies[len(latencies) // 2] / 1000,
         "p99_ms": latencies[min(len(latencies) - 1, int(len(latencies) * 0.99))] / 1000,
         "load_cpu": cpu / result.get("seconds", seconds),  # share of h2load's core it kept busy
+        "server_cpu_us": server_cpu * 1e6 / result["done"],  # the server's CPU time per answered request
         "clients": clients,
         "streams_per_client": per_client,
     }
@@ -458,6 +468,7 @@ def series(targets: dict, streams: int, seconds: float, runs: int, where: str) -
                                          where=f"{where} {kind} run {index + 1}"))
     return {kind: {"rps": median([r["rps"] for r in rs]), "p50_ms": median([r["p50_ms"] for r in rs]),
                    "p99_ms": median([r["p99_ms"] for r in rs]), "load_cpu": median([r["load_cpu"] for r in rs]),
+                   "server_cpu_us": median([r["server_cpu_us"] for r in rs]),
                    "clients": rs[0]["clients"], "streams_per_client": rs[0]["streams_per_client"], "runs": rs}
             for kind, rs in measured.items()}
 
@@ -496,13 +507,15 @@ def bench(ctx: dict, binary: Path, args) -> dict:
                 grpc_headers = ["content-type: application/grpc", "te: trailers"]
                 targets = {
                     "grpc": dict(port=ours.grpc_port, path=GRPC_PATH, body_file=grpc_file, headers=grpc_headers,
-                                 protocol="grpc", answer_bytes=len(grpc_frame(our_raw))),
+                                 protocol="grpc", answer_bytes=len(grpc_frame(our_raw)), pid=ours.process.pid),
                     "http": dict(port=ours.port, path=http_path, body_file=http_file, protocol="http",
+                                 pid=ours.process.pid,
                                  headers=["content-type: application/octet-stream",
                                           f"inference-header-content-length: {header_length}"],
                                  answer_bytes=len(http_raw)),
                     "python": dict(port=python.grpc_port, path=GRPC_PATH, body_file=grpc_file, headers=grpc_headers,
-                                   protocol="grpc", answer_bytes=len(grpc_frame(python_raw))),
+                                   protocol="grpc", answer_bytes=len(grpc_frame(python_raw)),
+                                   pid=python.process.pid),
                 }
                 for streams in STREAMS:
                     key = f"{name}/rows{n_rows}/s{streams}"
@@ -519,14 +532,21 @@ def bench(ctx: dict, binary: Path, args) -> dict:
 # Report
 
 
+def display_path(path: Path) -> Path:
+    """`path` relative to the checkout, else to the target directory (as `<target>/...`)."""
+    for base, shown in ((ROOT, Path()), (target_dir(), Path("<target>"))):
+        try:
+            return shown / path.relative_to(base)
+        except ValueError:
+            pass
+    return path
+
+
 def report(results: dict, args) -> str:
     binary = Path(results["binary"])
-    try:
-        shown = binary.relative_to(ROOT)
-    except ValueError:
-        shown = binary
+    shown = display_path(binary)
     note = "" if binary == shipped_serving() else (
-        f" (not the shipped `{shipped_serving().relative_to(ROOT)}`, which was not built)")
+        f" (not the shipped `{display_path(shipped_serving())}`, which was not built)")
     lines = [
         f"Measured {results['measured']} on {results['machine']}; `{args.command}`, "
         f"binary `{shown}`{note}. Both servers pinned to core {SERVER_CORE}, h2load (one thread) to core "
@@ -534,7 +554,8 @@ def report(results: dict, args) -> str:
         "alternating run by run between ours over gRPC, ours over HTTP v2 and the Python peer. gRPC: "
         "C = max(1, S/8) h2c connections of S/C streams each; HTTP v2: `h2load --h1`, S connections, one "
         "request in flight each. The ratio is our gRPC req/s over the Python peer's, rounded down (budget: ≥ 10x); "
-        "latency is h2load's, per request, from its log.", ""]
+        "latency is h2load's, per request, from its log; server CPU is the server process's user and system time "
+        "(/proc) over the run, divided by the requests answered (ours serves gRPC and HTTP v2 from one process).", ""]
     marked = False
     for name in MODELS:
         for n_rows in BATCHES:
@@ -544,8 +565,9 @@ def report(results: dict, args) -> str:
                       f"(gRPC message {first['request_bytes']['grpc']:,} B, HTTP v2 body "
                       f"{first['request_bytes']['http']:,} B)", "",
                       "| streams | gRPC conns x streams | ours gRPC req/s | ours HTTP v2 req/s | Python gRPC req/s | "
-                      "ours gRPC / Python | budget | p50 / p99 ms: ours gRPC | ours HTTP v2 | Python gRPC |",
-                      "|---|---|---|---|---|---|---|---|---|---|"]
+                      "ours gRPC / Python | budget | p50 / p99 ms: ours gRPC | ours HTTP v2 | Python gRPC | "
+                      "server CPU µs per request: ours gRPC / ours HTTP v2 / Python |",
+                      "|---|---|---|---|---|---|---|---|---|---|---|"]
             for streams in STREAMS:
                 case = results["cases"][f"{name}/rows{n_rows}/s{streams}"]
                 g, h, p = (case[k] for k in TARGETS)
@@ -557,8 +579,9 @@ def report(results: dict, args) -> str:
                     marked |= busy
                     cells.append(f"{case[kind]['rps']:,.0f}{' †' if busy else ''}")
                 lat = [f"{case[k]['p50_ms']:.2f} / {case[k]['p99_ms']:.2f}" for k in TARGETS]
+                cpu = " / ".join(f"{case[k]['server_cpu_us']:.0f}" for k in TARGETS)
                 lines.append(f"| {streams} | {g['clients']} x {g['streams_per_client']} | {' | '.join(cells)} | "
-                             f"{shown:.1f}x | {verdict(ratio >= BUDGET)} | {' | '.join(lat)} |")
+                             f"{shown:.1f}x | {verdict(ratio >= BUDGET)} | {' | '.join(lat)} | {cpu} |")
             lines.append("")
     if marked:
         lines += ["† h2load kept its core at least 90% busy in that run: the figure may be the load generator's "
