@@ -45,11 +45,16 @@ struct Inner<S> {
     sent: usize,
     /// Whether the driver has yielded once since the last send.
     yielded: bool,
+    /// Written to the stream below and not yet flushed there (TLS may hold records until then).
+    unflushed: bool,
 }
+
+/// The buffer capacity an idle connection keeps; a larger one, grown by a burst, is given back.
+const KEPT_CAPACITY: usize = 16 * 1024;
 
 /// `io` split into the stream hyper reads and writes, and the handle that sends its writes.
 pub fn corked<S>(io: S) -> (Corked<S>, Cork<S>) {
-    let shared = Arc::new(Mutex::new(Inner { io, buf: Vec::new(), sent: 0, yielded: false }));
+    let shared = Arc::new(Mutex::new(Inner { io, buf: Vec::new(), sent: 0, yielded: false, unflushed: false }));
     (Corked { shared: shared.clone() }, Cork { shared })
 }
 
@@ -65,13 +70,21 @@ impl<S: AsyncWrite + Unpin> Inner<S> {
         while self.sent < self.buf.len() {
             match ready!(Pin::new(&mut self.io).poll_write(cx, &self.buf[self.sent..])) {
                 Ok(0) => return Poll::Ready(Err(io::ErrorKind::WriteZero.into())),
-                Ok(n) => self.sent += n,
+                Ok(n) => {
+                    self.sent += n;
+                    self.unflushed = true;
+                }
                 Err(error) => return Poll::Ready(Err(error)),
             }
         }
         self.buf.clear();
+        self.buf.shrink_to(KEPT_CAPACITY);
         self.sent = 0;
-        Pin::new(&mut self.io).poll_flush(cx)
+        if self.unflushed {
+            ready!(Pin::new(&mut self.io).poll_flush(cx))?;
+            self.unflushed = false;
+        }
+        Poll::Ready(Ok(()))
     }
 
     fn poll_write(&mut self, cx: &mut Context<'_>, bufs: &[IoSlice<'_>]) -> Poll<io::Result<usize>> {
@@ -95,10 +108,11 @@ impl<S: AsyncWrite + Unpin> Cork<S> {
     /// the socket cannot take it all.
     pub fn poll_send(&self, cx: &mut Context<'_>, yield_first: bool) -> Poll<io::Result<()>> {
         let mut inner = lock(&self.shared);
-        if inner.sent == inner.buf.len() {
+        let buffered = inner.sent < inner.buf.len();
+        if !buffered && !inner.unflushed {
             return Poll::Ready(Ok(()));
         }
-        if yield_first && !inner.yielded {
+        if buffered && yield_first && !inner.yielded {
             inner.yielded = true;
             cx.waker().wake_by_ref();
             return Poll::Pending;
@@ -148,12 +162,14 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Corked<S> {
 mod tests {
     use super::*;
 
-    /// A stream that records each write it gets and takes at most `room` bytes in all.
+    /// A stream that records each write it gets and takes at most `room` bytes in all; its
+    /// flushes wait while `flush_blocked`.
     #[derive(Default)]
     struct Recorder {
         writes: Vec<Vec<u8>>,
         room: usize,
         flushed: usize,
+        flush_blocked: bool,
         shut: bool,
     }
 
@@ -169,6 +185,9 @@ mod tests {
         }
 
         fn poll_flush(mut self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+            if self.flush_blocked {
+                return Poll::Pending;
+            }
             self.flushed += 1;
             Poll::Ready(Ok(()))
         }
@@ -281,6 +300,21 @@ mod tests {
         assert_eq!(inner.io.writes[0], chunk);
         assert_eq!(inner.io.writes[1], huge);
         assert!(inner.buf.is_empty());
+    }
+
+    #[test]
+    fn a_flush_left_pending_below_is_finished_by_the_next_send_and_a_burst_buffer_is_given_back() {
+        let (mut stream, cork) = corked(Recorder { room: usize::MAX, flush_blocked: true, ..Recorder::default() });
+        let burst = vec![5u8; 100 * 1024];
+        assert!(matches!(write(&mut stream, &burst), Poll::Ready(Ok(n)) if n == burst.len()));
+        assert!(send(&cork).is_pending(), "the bytes are written, the flush below waits");
+        assert!(lock(&cork.shared).buf.capacity() <= KEPT_CAPACITY);
+        lock(&cork.shared).io.flush_blocked = false;
+        // Nothing is buffered any more, and still the flush is owed.
+        assert!(matches!(cork.poll_send(&mut context(), false), Poll::Ready(Ok(()))));
+        assert_eq!(lock(&cork.shared).io.flushed, 1);
+        assert!(matches!(cork.poll_send(&mut context(), false), Poll::Ready(Ok(()))));
+        assert_eq!(lock(&cork.shared).io.flushed, 1, "nothing owed: no second flush");
     }
 
     #[test]
