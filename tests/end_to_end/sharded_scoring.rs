@@ -5,9 +5,8 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-use polars::prelude::{
-    Column, CsvReadOptions, DataFrame, DataType, NamedFrom, ParquetReader, ParquetWriter, SerReader, Series,
-};
+use polars_core::prelude::{Column, DataFrame, DataType, NamedFrom, Series};
+use polars_io::prelude::{CsvReadOptions, ParquetReader, ParquetWriter, SerReader};
 
 use crate::support::{binary, repository, test_split_csv};
 

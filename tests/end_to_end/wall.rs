@@ -137,8 +137,25 @@ fn shared_inference_holds_only_what_a_prediction_needs() {
 fn the_trainer_graph_is_seen_as_training() {
     // The same check on the trainer must find the training crates, or it is checking nothing.
     let found = banned_in_graph(&workspace().join("Cargo.toml"), "trainer");
-    for expected in ["burn-autodiff", "burn-optim", "polars", "protobuf", "onnx-protobuf"] {
+    for expected in ["burn-autodiff", "burn-optim", "polars-io", "polars-core", "protobuf", "onnx-protobuf"] {
         assert!(found.iter().any(|f| f == expected), "{expected} not found in the trainer's graph: {found:?}");
+    }
+}
+
+/// polars' query engine: minutes of a fresh build that reading a file into columns never uses.
+const POLARS_QUERY_ENGINE: &[&str] =
+    &["polars", "polars-ops", "polars-lazy", "polars-plan", "polars-expr", "polars-stream", "polars-sql"];
+
+#[test]
+fn the_workspace_compiles_polars_readers_without_its_query_engine() {
+    // The tests package carries every member's dependencies (build_once.rs), so its graph is
+    // what the main job and the test command compile.
+    let manifest = workspace().join("Cargo.toml");
+    for package in ["trainer", "workspace-tests"] {
+        let graph = graph(&manifest, package);
+        assert!(graph.iter().any(|name| name == "polars-io"), "{package} reads no file with polars: {graph:?}");
+        let engine: Vec<&String> = graph.iter().filter(|name| POLARS_QUERY_ENGINE.contains(&name.as_str())).collect();
+        assert_eq!(engine, Vec::<&String>::new(), "{package} compiles polars' query engine");
     }
 }
 

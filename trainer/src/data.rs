@@ -5,7 +5,8 @@
 use std::path::Path;
 
 use anyhow::{Context, bail};
-use polars::prelude::{CsvReadOptions, DataFrame, DataType, NullValues, ParquetReader, SerReader};
+use polars_core::prelude::{DataFrame, DataType};
+use polars_io::prelude::{CsvReadOptions, NullValues, ParquetReader, SerReader};
 use shared_inference::input::{is_missing_text, parse_number};
 use shared_inference::{Cell, ColumnBatch, ColumnKind, ColumnValues, Schema, Task};
 
@@ -155,7 +156,7 @@ fn read_frame(path: &Path) -> anyhow::Result<DataFrame> {
     }
 }
 
-fn convert(column: &polars::prelude::Column) -> anyhow::Result<Column> {
+fn convert(column: &polars_core::prelude::Column) -> anyhow::Result<Column> {
     let name = column.name().to_string();
     let dtype = column.dtype().clone();
     if dtype.is_primitive_numeric() || dtype == DataType::Boolean {
